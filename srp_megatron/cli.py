@@ -1,0 +1,76 @@
+"""The ``srp`` command line: one subcommand per pipeline stage."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from srp_megatron import __version__
+from srp_megatron.errors import SRPError
+
+# name -> (module, one-line help). Each module defines add_arguments(parser) and main(args) -> int and
+# keeps heavy imports (torch, megatron) inside functions, so `srp --help` stays fast.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "label": (
+        "srp_megatron.prep.labeling",
+        "Segment documents (JSONL/Parquet) and label every segment safe/controversial/unsafe.",
+    ),
+    "render": (
+        "srp_megatron.prep.rendering",
+        "Render a labels directory into a Megatron .bin/.idx dataset for one arm (srp, raw, filter, ...).",
+    ),
+    "demo": (
+        "srp_megatron.demo",
+        "Run the main job end to end on a small corpus generated on the fly (CPU only).",
+    ),
+    "pretrain": (
+        "srp_megatron.train.driver",
+        "Pretrain a megatron-core GPTModel on rendered datasets (CPU, or torchrun on GPUs).",
+    ),
+    "plan": (
+        "srp_megatron.train.plan",
+        "Estimate parameters, memory per GPU and tokens/s of a pretraining config on N GPUs.",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand attached."""
+    parser = argparse.ArgumentParser(
+        prog="srp",
+        description="Safety Reflection Pretraining for Megatron-Core. Pipeline: label -> render -> pretrain.",
+    )
+    parser.add_argument("--version", action="version", version=f"srp-megatron {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (default: INFO).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=help_text + "\n\n" + (module.__doc__ or "").strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``srp`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._main(args) or 0)
+    except SRPError as exc:
+        print(f"srp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"srp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"srp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

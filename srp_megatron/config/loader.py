@@ -1,0 +1,113 @@
+"""Typed configs from YAML + ``key=value`` overrides, with errors that name the key and the file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from srp_megatron.errors import SRPError
+
+T = TypeVar("T")
+
+#: Directory of the packaged presets (``conf/`` at the repository root).
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "conf")
+
+
+class ConfigError(SRPError):
+    """A configuration problem, naming the source (file or command line) and the key."""
+
+
+def _full_key(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+    return str(key) if key else "<root>"
+
+
+def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)
+    except OmegaConfBaseException as exc:
+        msg = str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: key '{_full_key(exc)}': {msg}") from None
+
+
+def resolve_preset(path: str, group: str | None = None) -> str:
+    """Return ``path`` if it exists, else ``conf/<group>/<path>.yaml`` (named presets)."""
+    if os.path.exists(path):
+        return path
+    if group is not None:
+        name = path if path.endswith(".yaml") else f"{path}.yaml"
+        candidate = os.path.join(CONF_DIR, group, name)
+        if os.path.exists(candidate):
+            return candidate
+    known = ""
+    if group is not None and os.path.isdir(os.path.join(CONF_DIR, group)):
+        names = sorted(f[:-5] for f in os.listdir(os.path.join(CONF_DIR, group)) if f.endswith(".yaml"))
+        known = f" (known presets in conf/{group}: {', '.join(names)})"
+    raise ConfigError(f"config file '{path}' not found{known}")
+
+
+def load_yaml(path: str) -> DictConfig:
+    """Load a YAML mapping; a syntax error names the file and line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return OmegaConf.create(data)
+
+
+def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """Parse ``a.b=value`` command-line overrides (values are YAML scalars or lists)."""
+    bad = [o for o in overrides if "=" not in o or o.startswith("=")]
+    if bad:
+        raise ConfigError(f"command line: override '{bad[0]}' is not of the form key=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"command line: {exc}") from None
+
+
+def load_config(
+    schema: type[T],
+    paths: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    values: dict[str, Any] | None = None,
+) -> T:
+    """Build ``schema`` from defaults, then YAML files, then ``values`` (CLI flags), then ``key=value``.
+
+    Unknown keys and wrong types raise :class:`ConfigError` naming the key and where it came from;
+    ``__post_init__`` validation errors are re-raised with the sources listed.
+    """
+    cfg = OmegaConf.structured(schema)
+    for path in paths:
+        cfg = _merge(cfg, load_yaml(path), path)
+    if values:
+        cfg = _merge(cfg, OmegaConf.create({k: v for k, v in values.items() if v is not None}), "command-line flags")
+    if overrides:
+        cfg = _merge(cfg, parse_overrides(overrides), "command line")
+    sources = ", ".join([*paths, *(["command line"] if overrides or values else [])]) or "defaults"
+    try:
+        return OmegaConf.to_object(cfg)  # runs __post_init__ of every nested dataclass
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{sources}: key '{_full_key(exc)}': {str(exc).splitlines()[0]}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{sources}: {exc}") from None
+
+
+def to_yaml(cfg: Any) -> str:
+    """Serialise a config dataclass (resolved) to YAML, e.g. to save beside a run's outputs."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict of a config dataclass (enums as their values)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)  # type: ignore[return-value]
