@@ -1,0 +1,64 @@
+"""What a labeler is: segments of a document in, one safety label per segment out."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from srp_megatron.registry import Registry
+
+
+class Label(str, enum.Enum):
+    """Safety verdict of a segment (Qwen3Guard's three levels)."""
+
+    SAFE = "safe"
+    CONTROVERSIAL = "controversial"
+    UNSAFE = "unsafe"
+
+
+@dataclass(frozen=True)
+class SegmentLabel:
+    """The verdict on one segment, with zero or more category names."""
+
+    label: Label
+    categories: tuple[str, ...] = ()
+
+
+@dataclass
+class SegmentedDocument:
+    """A document split into segments; labelers judge each segment in the context of those before it."""
+
+    doc_id: str
+    segments: list[str]
+    row: dict = field(default_factory=dict)
+    """The input row (other columns), for labelers that read labels from the data (oracle)."""
+
+
+@dataclass(frozen=True)
+class LabelFailure:
+    """A document that could not be labelled; it is skipped and counted under ``reason``."""
+
+    reason: str
+    detail: str = ""
+
+
+class Labeler(ABC):
+    """Labels whole documents in batches. Subclasses register in ``LABELERS`` under their name."""
+
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """What produced the labels (name, model, prompt format), stored in every output row."""
+
+    @abstractmethod
+    def label_documents(self, docs: Sequence[SegmentedDocument]) -> list[list[SegmentLabel] | LabelFailure]:
+        """One entry per document: a label per segment, or a failure (never a silent 'safe')."""
+
+    def close(self) -> None:
+        """Release clients, pools or models."""
+
+
+#: name -> Labeler subclass, constructed as ``cls(config_section)``.
+LABELERS: Registry[type[Labeler]] = Registry("labeler")
