@@ -20,7 +20,7 @@ import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from srp_megatron.errors import SRPError
@@ -52,6 +52,9 @@ class EndpointConfig:
     """Seconds of the first retry wait (upper bound of the jittered wait); doubles on each retry."""
     backoff_max: float = 30.0
     """Cap of any retry wait, in seconds."""
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """Extra JSON fields sent with every request, e.g. vLLM's
+    ``{chat_template_kwargs: {enable_thinking: false}}`` for Qwen3 chat models."""
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -158,7 +161,11 @@ class EndpointClient:
             self.counters["requests"] += 1
             try:
                 response = await self._client.chat.completions.create(
-                    model=self.config.model, messages=messages, max_tokens=max_tokens, temperature=temperature
+                    model=self.config.model,
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    extra_body=self.config.extra_body or None,
                 )
                 return parse(_answer_text(response))
             except openai.APITimeoutError as exc:
