@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-class TokenizerKind(str, enum.Enum):
+class TokenizerKind(enum.StrEnum):
     """Where a tokenizer comes from."""
 
     AUTO = "auto"
