@@ -81,6 +81,12 @@ class RenderMetadata:
     """Arm and template options the dataset was rendered with."""
     source: str = ""
     """Labels directory the dataset was rendered from."""
+    documents_in: int = 0
+    """Documents read from the labels directory (``documents`` written + documents counted in ``dropped``)."""
+    segments_in: int = 0
+    """Segments read (``segments`` written + segments counted in ``dropped``)."""
+    arm_counts: dict[str, int] = field(default_factory=dict)
+    """Other outcomes of the arm, e.g. ``segments_rewritten``."""
     format_version: int = FORMAT_VERSION
 
     def save(self, prefix: str) -> None:
@@ -96,7 +102,9 @@ class RenderMetadata:
         """Read ``PREFIX.json``; a missing file or unknown key names the file."""
         path = metadata_path(prefix)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"rendered-dataset metadata '{path}' not found (was '{prefix}' made by srp render?)")
+            raise FileNotFoundError(
+                f"rendered-dataset metadata '{path}' not found (was '{prefix}' made by srp render?)"
+            )
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         known = {f.name for f in dataclasses.fields(cls)}
@@ -116,7 +124,8 @@ class RenderedDatasetWriter:
 
         os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
         self.prefix = prefix
-        self._tokens = IndexedDatasetBuilder(prefix + ".bin", dtype=dtype_for_vocab(vocab_size))
+        self.token_dtype = dtype_for_vocab(vocab_size)
+        self._tokens = IndexedDatasetBuilder(prefix + ".bin", dtype=self.token_dtype)
         self._spans = IndexedDatasetBuilder(spans_prefix(prefix) + ".bin", dtype=SPAN_DTYPE)
         self.documents = 0
         self.tokens = 0

@@ -68,7 +68,8 @@ class TemplateConfig:
             value = getattr(self, name)
             if not value or value != value.strip():
                 raise ValueError(
-                    f"template.{name}={value!r}: must be non-empty without surrounding whitespace, e.g. '<|srp_think|>'"
+                    f"template.{name}={value!r}: must be non-empty, without surrounding whitespace "
+                    "(e.g. '<|srp_think|>')"
                 )
         if self.think_token == self.end_think_token:
             raise ValueError(

@@ -127,7 +127,9 @@ class Tokenizer:
             raise ValueError("adding special tokens needs a Hugging Face (fast) tokenizer")
         missing = [t for t in tokens if self.token_to_id(t) is None]
         if missing:
-            self._hf.add_special_tokens({"additional_special_tokens": list(missing)}, replace_extra_special_tokens=False)
+            self._hf.add_special_tokens(
+                {"additional_special_tokens": list(missing)}, replace_extra_special_tokens=False
+            )
             self._backend = self._hf.backend_tokenizer
             self._backend.encode_special_tokens = True
         return [self.token_to_id(t) for t in tokens]
@@ -189,7 +191,9 @@ class Tokenizer:
         self._hf.save_pretrained(path)
 
 
-def load_tokenizer(path: str, kind: str | TokenizerKind = TokenizerKind.AUTO, eod_token: str | None = None) -> Tokenizer:
+def load_tokenizer(
+    path: str, kind: str | TokenizerKind = TokenizerKind.AUTO, eod_token: str | None = None
+) -> Tokenizer:
     """Load a tokenizer directory."""
     return Tokenizer(TokenizerConfig(path=path, kind=TokenizerKind(kind), eod_token=eod_token))
 

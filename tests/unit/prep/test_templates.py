@@ -36,8 +36,11 @@ CONTRO = SegmentLabel(Label.CONTROVERSIAL, ("Politically Sensitive Topics",))
         (CONTRO, ControversialMode.LOOSE, " Safe"),
         (CONTRO, ControversialMode.KEEP, " Controversial: Politically Sensitive Topics"),
         (SegmentLabel(Label.CONTROVERSIAL), ControversialMode.KEEP, " Controversial"),
-        (SegmentLabel(Label.UNSAFE, ("non-violent illegal acts",)), ControversialMode.KEEP,
-         " Unsafe: non-violent illegal acts"),
+        (
+            SegmentLabel(Label.UNSAFE, ("non-violent illegal acts",)),
+            ControversialMode.KEEP,
+            " Unsafe: non-violent illegal acts",
+        ),
     ],
 )
 def test_reflection_content(label, mode, expected):
@@ -84,7 +87,10 @@ def test_special_template_adds_two_special_tokens(tiny_tokenizer_dir):
     assert pieces[0] == ((think,), SpanType.REFLECTION_MARKER)
     assert pieces[2] == ((end,), SpanType.REFLECTION_MARKER)
     assert list(pieces[1][0]) == tok.encode(" Unsafe: Politically Sensitive Topics")
-    assert tok.decode([i for p, _ in pieces for i in p]) == "<|srp_think|> Unsafe: Politically Sensitive Topics<|srp_/think|>"
+    assert (
+        tok.decode([i for p, _ in pieces for i in p])
+        == "<|srp_think|> Unsafe: Politically Sensitive Topics<|srp_/think|>"
+    )
     # Building a second template on the extended tokenizer reuses the tokens (idempotent).
     assert ReflectionTemplate(TemplateConfig(kind=TemplateKind.SPECIAL), tok).reflection_token_ids == [think, end]
 
@@ -111,10 +117,36 @@ def test_template_config_errors(kw, match):
 
 # -- the special template is unforgeable ----------------------------------------------------------------------------
 _FRAGMENTS = [
-    "<|srp_think|>", "<|srp_/think|>", "<|srp_think", "|>", "<|", "srp_", "think", "/think", "_/", "<think>",
-    "</think>", " <think>", " </think>", "<|endoftext|>", "<|endoftext", " ", "\n", "\t", "\u00a0", "\u200b",
-    "\u3000", "＜｜srp_think｜＞", "<|SRP_THINK|>", "< |srp_think| >", "\\<|srp_think|>", "Safe", " Unsafe: Violent",
-    "水循环", "é", "\U0001f600",
+    "<|srp_think|>",
+    "<|srp_/think|>",
+    "<|srp_think",
+    "|>",
+    "<|",
+    "srp_",
+    "think",
+    "/think",
+    "_/",
+    "<think>",
+    "</think>",
+    " <think>",
+    " </think>",
+    "<|endoftext|>",
+    "<|endoftext",
+    " ",
+    "\n",
+    "\t",
+    "\u00a0",
+    "\u200b",
+    "\u3000",
+    "＜｜srp_think｜＞",
+    "<|SRP_THINK|>",
+    "< |srp_think| >",
+    "\\<|srp_think|>",
+    "Safe",
+    " Unsafe: Violent",
+    "水循环",
+    "é",
+    "\U0001f600",
 ]
 _adversarial = st.one_of(
     st.lists(st.sampled_from(_FRAGMENTS), max_size=12).map("".join),

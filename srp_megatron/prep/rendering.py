@@ -1,0 +1,342 @@
+"""The render stage: a labels directory -> a Megatron ``.bin/.idx`` dataset with per-token span types.
+
+Usage::
+
+    srp render LABELS_DIR --tokenizer PATH --arm srp --out PREFIX [--template paper|special]
+    srp render LABELS_DIR --config filter_document --tokenizer PATH --out PREFIX filter.drop=[unsafe]
+
+Writes ``PREFIX.bin/.idx`` (tokens, EOD after each document), ``PREFIX_spans.bin/.idx`` (a span type per
+token: 0 text, 1 reflection, 2 reflection_marker, 3 unsafe_text), ``PREFIX.json`` (arm, template,
+tokenizer identity, counts) and, for the ``special`` template, the extended tokenizer ``PREFIX_tokenizer/``.
+Presets: ``conf/render/*.yaml``; any option can be set as ``key=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import chain, islice
+
+import numpy as np
+
+from srp_megatron.errors import SRPError
+from srp_megatron.prep.arms import ARMS, Arm, FilterConfig, RewriteConfig, TextPiece
+from srp_megatron.prep.rendered import SPAN_DTYPE, RenderedDatasetWriter, RenderMetadata, SpanType, spans_prefix
+from srp_megatron.prep.segments_io import MANIFEST, LabelledDocument, iter_labelled_documents
+from srp_megatron.prep.templates import ReflectionTemplate, TemplateConfig, TemplateKind
+from srp_megatron.prep.tokenizer import Tokenizer, TokenizerConfig, TokenizerKind
+
+logger = logging.getLogger(__name__)
+
+#: Files of a rendered dataset, as suffixes of PREFIX (PREFIX.json is written last, separately).
+DATA_SUFFIXES = (".bin", ".idx", "_spans.bin", "_spans.idx")
+TOKENIZER_SUFFIX = "_tokenizer"
+PARTIAL_SUFFIX = ".partial"
+
+
+@dataclass
+class RenderConfig:
+    """Root config of ``srp render``."""
+
+    labels_dir: str = ""
+    """Labels directory written by ``srp label`` (``segments-*.parquet`` + ``manifest.json``)."""
+    out: str = ""
+    """Output prefix: writes ``PREFIX.bin/.idx``, ``PREFIX_spans.bin/.idx``, ``PREFIX.json``."""
+    arm: str = "srp"
+    """Experiment arm: ``srp``, ``raw``, ``filter``, ``rewrite``, ``tag`` (registry ``ARMS``)."""
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    """Reflection template (``paper`` or ``special``) and the controversial mapping."""
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """Tokenizer directory (Hugging Face or megatron-core) and EOD token."""
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    """Options of the ``filter`` arm."""
+    rewrite: RewriteConfig = field(default_factory=RewriteConfig)
+    """Options of the ``rewrite`` arm."""
+    batch_docs: int = 256
+    """Documents tokenized together in one batch call (bounds memory; larger is slightly faster)."""
+    overwrite: bool = False
+    """Replace an existing dataset at ``out``; otherwise an existing one is an error."""
+    allow_incomplete: bool = False
+    """Render a labels directory whose manifest says labelling is not complete."""
+    progress: bool = True
+    """Show a progress bar (documents/s, tokens/s) on stderr."""
+
+    def __post_init__(self) -> None:
+        if not self.labels_dir:
+            raise ValueError("labels_dir is empty: give the labels directory (LABELS_DIR)")
+        if not self.out:
+            raise ValueError("out is empty: give the output prefix (--out PREFIX)")
+        if not self.tokenizer.path:
+            raise ValueError("tokenizer.path is empty: give the tokenizer directory (--tokenizer PATH)")
+        if self.arm not in ARMS:
+            raise ValueError(f"arm={self.arm!r} is unknown: use one of {', '.join(ARMS.names())}")
+        if self.batch_docs < 1:
+            raise ValueError(f"batch_docs={self.batch_docs} must be >= 1 (e.g. 256)")
+
+
+@dataclass
+class _Totals:
+    """Running counts of what was read and written."""
+
+    documents_in: int = 0
+    segments_in: int = 0
+    documents: int = 0
+    reflections: int = 0
+    labels: Counter = field(default_factory=Counter)
+    """Label histogram of the segments written."""
+    span_tokens: np.ndarray = field(default_factory=lambda: np.zeros(len(SpanType), dtype=np.int64))
+
+    @property
+    def segments(self) -> int:
+        """Segments written."""
+        return sum(self.labels.values())
+
+
+def _batches(docs: Iterator[LabelledDocument], size: int) -> Iterator[list[LabelledDocument]]:
+    while batch := list(islice(docs, size)):
+        yield batch
+
+
+def _check_inputs(cfg: RenderConfig) -> dict | None:
+    """Refuse an incomplete labels directory or an existing output; return the manifest if any."""
+    manifest = None
+    path = os.path.join(cfg.labels_dir, MANIFEST)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        if not manifest.get("complete", False) and not cfg.allow_incomplete:
+            raise SRPError(f"{path}: labelling is not complete (finish srp label, or set allow_incomplete=true)")
+    else:
+        logger.warning("%s has no %s: its segment counts cannot be checked", cfg.labels_dir, MANIFEST)
+    existing = [cfg.out + s for s in (*DATA_SUFFIXES, ".json", TOKENIZER_SUFFIX) if os.path.exists(cfg.out + s)]
+    if existing and not cfg.overwrite:
+        raise SRPError(f"output '{existing[0]}' exists: choose another --out or set overwrite=true")
+    return manifest
+
+
+def _prepare_tokenizer(cfg: RenderConfig) -> tuple[Tokenizer, ReflectionTemplate, dict]:
+    """Load the tokenizer, build the template (extending the tokenizer for ``special``), return its identity."""
+    try:
+        tokenizer = Tokenizer(cfg.tokenizer)
+    except ValueError as exc:
+        raise SRPError(f"tokenizer: {exc}") from None
+    template = ReflectionTemplate(cfg.template, tokenizer)
+    if cfg.template.kind != TemplateKind.SPECIAL:
+        return tokenizer, template, tokenizer.identity
+    tmp_dir = cfg.out + PARTIAL_SUFFIX + TOKENIZER_SUFFIX
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tokenizer.save(tmp_dir)
+    if tokenizer.kind == TokenizerKind.MEGATRON:
+        from megatron.core.tokenizers import MegatronTokenizer
+
+        MegatronTokenizer.write_metadata(tmp_dir, "huggingface")
+    # The identity is that of the saved tokenizer, as the dataset will load it for its consistency check.
+    reloaded = Tokenizer(TokenizerConfig(path=tmp_dir, kind=tokenizer.kind, eod_token=cfg.tokenizer.eod_token))
+    identity = {**reloaded.identity, "path": os.path.abspath(cfg.out + TOKENIZER_SUFFIX)}
+    return tokenizer, template, identity
+
+
+def _render_batch(
+    docs: Sequence[LabelledDocument],
+    arm: Arm,
+    template: ReflectionTemplate,
+    tokenizer: Tokenizer,
+    writer: RenderedDatasetWriter,
+    totals: _Totals,
+) -> None:
+    """Lay out a batch, tokenize all its text pieces in one call, write each document."""
+    arm.prepare(docs)
+    layouts = []
+    texts: list[str] = []
+    for doc in docs:
+        totals.documents_in += 1
+        totals.segments_in += len(doc.segments)
+        pieces = arm.layout(doc)
+        if pieces is not None:
+            layouts.append(pieces)
+            texts.extend(p.text for p in pieces if type(p) is TextPiece)
+    encoded = iter(tokenizer.encode_batch(texts))
+    dtype = writer.token_dtype
+    eod = ((tokenizer.eod,), SpanType.TEXT)
+    for pieces in layouts:
+        parts: list = []
+        for p in pieces:
+            if type(p) is TextPiece:
+                parts.append((next(encoded), p.span))
+                totals.labels[p.label] += 1
+            else:
+                parts.extend(template.pieces(p.label, p.space_after))
+                totals.reflections += 1
+        parts.append(eod)
+        lengths = [len(ids) for ids, _ in parts]
+        tokens = np.fromiter(chain.from_iterable(ids for ids, _ in parts), dtype=dtype, count=sum(lengths))
+        spans = np.repeat(np.array([span for _, span in parts], dtype=SPAN_DTYPE), lengths)
+        writer.add_document(tokens, spans)
+        totals.documents += 1
+        totals.span_tokens += np.bincount(spans, minlength=len(SpanType))
+
+
+def _write(
+    cfg: RenderConfig, arm: Arm, template: ReflectionTemplate, tokenizer: Tokenizer, total: int | None
+) -> _Totals:
+    """Stream the labels directory through the arm into the partial dataset files."""
+    from tqdm import tqdm
+
+    totals = _Totals()
+    writer = RenderedDatasetWriter(cfg.out + PARTIAL_SUFFIX, tokenizer.vocab_size)
+    start = time.monotonic()
+    with tqdm(total=total, unit="doc", desc="render", disable=not cfg.progress, dynamic_ncols=True) as bar:
+        for batch in _batches(iter_labelled_documents(cfg.labels_dir), cfg.batch_docs):
+            _render_batch(batch, arm, template, tokenizer, writer, totals)
+            bar.update(len(batch))
+            bar.set_postfix_str(f"{writer.tokens / max(time.monotonic() - start, 1e-9):,.0f} tok/s", refresh=False)
+    writer.finalize()
+    return totals
+
+
+def _check_counts(cfg: RenderConfig, manifest: dict | None, totals: _Totals, arm: Arm) -> None:
+    """Every input segment and document is either written or counted as dropped."""
+    dropped_segments = sum(v for k, v in arm.dropped.items() if k.startswith("segments_"))
+    dropped_docs = sum(v for k, v in arm.dropped.items() if k.startswith("documents_"))
+    if totals.segments_in != totals.segments + dropped_segments:
+        raise RuntimeError(f"segment accounting: {totals.segments_in} in != {totals.segments} + {dict(arm.dropped)}")
+    if totals.documents_in != totals.documents + dropped_docs:
+        raise RuntimeError(
+            f"document accounting: {totals.documents_in} in != {totals.documents} + {dict(arm.dropped)}"
+        )
+    if totals.documents == 0:
+        raise SRPError(
+            f"arm {cfg.arm} left no documents of {totals.documents_in} in '{cfg.labels_dir}' "
+            f"(dropped: {dict(arm.dropped)}): nothing was written"
+        )
+    if manifest is not None and manifest.get("complete") and manifest.get("segments") != totals.segments_in:
+        raise SRPError(
+            f"{os.path.join(cfg.labels_dir, MANIFEST)}: manifest lists {manifest.get('segments')} segments but the "
+            f"Parquet files hold {totals.segments_in}: the labels directory is damaged; nothing was written"
+        )
+
+
+def _publish(cfg: RenderConfig, meta: RenderMetadata, special: bool) -> None:
+    """Move the partial files into place; PREFIX.json goes last, so only a finished render looks valid."""
+    partial = cfg.out + PARTIAL_SUFFIX
+    if os.path.exists(cfg.out + ".json"):
+        os.remove(cfg.out + ".json")  # an interrupted overwrite must not pair old metadata with new data
+    for suffix in DATA_SUFFIXES:
+        os.replace(partial + suffix, cfg.out + suffix)
+    if special:
+        shutil.rmtree(cfg.out + TOKENIZER_SUFFIX, ignore_errors=True)
+        os.replace(partial + TOKENIZER_SUFFIX, cfg.out + TOKENIZER_SUFFIX)
+    meta.save(cfg.out)
+
+
+def _remove_partial(prefix: str) -> None:
+    partial = prefix + PARTIAL_SUFFIX
+    for suffix in DATA_SUFFIXES:
+        if os.path.exists(partial + suffix):
+            os.remove(partial + suffix)
+    shutil.rmtree(partial + TOKENIZER_SUFFIX, ignore_errors=True)
+
+
+def render(cfg: RenderConfig) -> RenderMetadata:
+    """Render ``cfg.labels_dir`` into the dataset ``cfg.out``; returns what ``PREFIX.json`` records."""
+    manifest = _check_inputs(cfg)
+    special = cfg.template.kind == TemplateKind.SPECIAL
+    try:
+        tokenizer, template, identity = _prepare_tokenizer(cfg)
+        arm = ARMS.get(cfg.arm)(template, cfg)
+        try:
+            totals = _write(cfg, arm, template, tokenizer, manifest.get("docs_ok") if manifest else None)
+        finally:
+            arm.close()
+        _check_counts(cfg, manifest, totals, arm)
+        meta = _metadata(cfg, arm, template, identity, totals)
+        _publish(cfg, meta, special)
+    except BaseException:
+        _remove_partial(cfg.out)
+        raise
+    logger.info(
+        "rendered %d documents, %d tokens, %d reflections (arm %s, template %s) -> %s; dropped %s",
+        meta.documents,
+        meta.tokens,
+        meta.reflections,
+        meta.arm,
+        meta.template,
+        cfg.out,
+        dict(meta.dropped) or "none",
+    )
+    return meta
+
+
+def _metadata(
+    cfg: RenderConfig, arm: Arm, template: ReflectionTemplate, identity: dict, totals: _Totals
+) -> RenderMetadata:
+    return RenderMetadata(
+        arm=cfg.arm,
+        template=cfg.template.kind.value,
+        tokenizer=identity,
+        documents=totals.documents,
+        tokens=int(totals.span_tokens.sum()),
+        reflections=totals.reflections,
+        segments=totals.segments,
+        labels={lab.value: n for lab, n in sorted(totals.labels.items())},
+        span_tokens={s.name.lower(): int(totals.span_tokens[s]) for s in SpanType},
+        dropped=dict(sorted(arm.dropped.items())),
+        reflection_token_ids=list(template.reflection_token_ids),
+        options={"arm": arm.options(), "template": template.options(), "eod_token": cfg.tokenizer.eod_token},
+        source=os.path.abspath(cfg.labels_dir),
+        documents_in=totals.documents_in,
+        segments_in=totals.segments_in,
+        arm_counts=dict(sorted(arm.counts.items())),
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``srp render``."""
+    parser.add_argument("labels_dir", metavar="LABELS_DIR", help="labels directory written by srp label")
+    parser.add_argument("--tokenizer", metavar="PATH", help="tokenizer directory (Hugging Face or megatron-core)")
+    parser.add_argument("--tokenizer-kind", choices=[k.value for k in TokenizerKind], help="default: auto")
+    parser.add_argument("--arm", choices=ARMS.names(), help="experiment arm (default: srp)")
+    parser.add_argument("--out", metavar="PREFIX", help="output prefix: PREFIX.bin/.idx, PREFIX_spans.*, PREFIX.json")
+    parser.add_argument(
+        "--template", choices=[k.value for k in TemplateKind], help="reflection template (default: paper)"
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="preset name in conf/render (e.g. filter_document) or a YAML file; repeatable, later wins",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. filter.level=document"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``srp render``."""
+    from srp_megatron.config import load_config
+    from srp_megatron.config.loader import resolve_preset
+
+    values: dict = {"labels_dir": args.labels_dir, "out": args.out, "arm": args.arm}
+    if args.tokenizer or args.tokenizer_kind:
+        values["tokenizer"] = {k: v for k, v in (("path", args.tokenizer), ("kind", args.tokenizer_kind)) if v}
+        if "kind" in values["tokenizer"]:
+            values["tokenizer"]["kind"] = TokenizerKind(values["tokenizer"]["kind"])
+    if args.template:
+        values["template"] = {"kind": TemplateKind(args.template)}
+    paths = [resolve_preset(p, "render") for p in args.config]
+    cfg = load_config(RenderConfig, paths, args.overrides, values)
+    meta = render(cfg)
+    print(
+        f"srp render: {meta.documents} documents, {meta.tokens} tokens, {meta.reflections} reflections "
+        f"-> {cfg.out}.bin/.idx, {spans_prefix(cfg.out)}.bin/.idx, {cfg.out}.json"
+    )
+    return 0
