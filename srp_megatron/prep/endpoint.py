@@ -58,7 +58,9 @@ class EndpointConfig:
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url={self.base_url!r} must start with http:// or https:// (e.g. http://HOST:8000/v1)")
+            raise ValueError(
+                f"base_url={self.base_url!r} must start with http:// or https:// (e.g. http://HOST:8000/v1)"
+            )
         if not self.model:
             raise ValueError("model is empty: set it to the model name the endpoint serves")
         for name in ("concurrency", "timeout"):

@@ -83,7 +83,9 @@ class HFClassifierLabelerConfig:
         for group, names in groups.items():
             for name in names:
                 if name.lower() in seen:
-                    raise ValueError(f"label name {name!r} is in both {seen[name.lower()]} and {group}: keep it in one")
+                    raise ValueError(
+                        f"label name {name!r} is in both {seen[name.lower()]} and {group}: keep it in one"
+                    )
                 seen[name.lower()] = group
 
 
@@ -97,7 +99,9 @@ class HFClassifierLabeler(Labeler):
 
     def __init__(self, config: HFClassifierLabelerConfig):
         if not config.model_dir:
-            raise SRPError("labeler hf-classifier: model_dir is empty: set it to a local model directory")
+            raise SRPError(
+                "labeler hf-classifier: model_dir is empty: set hf_classifier.model_dir=DIR (a local model)"
+            )
         if not os.path.isdir(config.model_dir):
             raise SRPError(f"labeler hf-classifier: model_dir '{config.model_dir}' is not a directory")
         self.config = config

@@ -173,7 +173,9 @@ def _make_handler(server: GuardServer) -> type[BaseHTTPRequestHandler]:
 
         def _respond(self, action: Action, req: Request) -> None:
             if action.kind == "status":
-                err = {"error": {"message": f"scripted {action.status}", "type": "server_error", "code": action.status}}
+                err = {
+                    "error": {"message": f"scripted {action.status}", "type": "server_error", "code": action.status}
+                }
                 self._send(action.status, json.dumps(err).encode(), action.headers)
                 return
             if action.kind == "malformed":

@@ -55,7 +55,10 @@ MLCOMMONS = [
         ("Safety: Safe\nCategories: None\nRefusal: Yes", SegmentLabel(Label.SAFE)),
         ("Safety: Safe\nCategories: None", SegmentLabel(Label.SAFE)),
         ("Safety: Unsafe\nCategories: Violent", SegmentLabel(Label.UNSAFE, ("Violent",))),
-        ("\n  Safety: Unsafe\n\nCategories: PII, Violent\nRefusal: No\n", SegmentLabel(Label.UNSAFE, ("PII", "Violent"))),
+        (
+            "\n  Safety: Unsafe\n\nCategories: PII, Violent\nRefusal: No\n",
+            SegmentLabel(Label.UNSAFE, ("PII", "Violent")),
+        ),
         (
             "Safety: Controversial\nCategories: Politically Sensitive Topics\nRefusal: No",
             SegmentLabel(Label.CONTROVERSIAL, ("Politically Sensitive Topics",)),

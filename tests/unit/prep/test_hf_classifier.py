@@ -88,8 +88,8 @@ def reference_probs(model_dir: str, docs, context_chars: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def reference(model_dir, docs) -> dict[int, np.ndarray]:
-    """Reference probabilities with 300 and with 0 context characters."""
-    return {n: reference_probs(model_dir, docs, n) for n in (300, 0)}
+    """Reference probabilities with 300, 0 and 2000 (the preset's) context characters."""
+    return {n: reference_probs(model_dir, docs, n) for n in (300, 0, 2000)}
 
 
 def reference_label(name: str) -> SegmentLabel:
@@ -190,3 +190,17 @@ def test_cuda_matches_cpu(model_dir, docs):
     cuda = make(model_dir, device="cuda", precision="float32")
     assert cuda.label_documents(docs) == cpu
     assert str(cuda._model.device).startswith("cuda")
+
+
+def test_preset(model_dir, docs, reference):
+    from srp_megatron.config import resolve_preset
+    from srp_megatron.prep.labeling import LabelConfig, build_labeler
+
+    path = [resolve_preset("hf-classifier", "label")]
+    values = {"inputs": ["x"], "out": "y"}
+    with pytest.raises(SRPError, match="hf_classifier.model_dir=DIR"):
+        build_labeler(load_config(LabelConfig, path, values=values))
+    overrides = [f"hf_classifier.model_dir={model_dir}", f"hf_classifier.max_length={MAX_LENGTH}"]
+    labeler = build_labeler(load_config(LabelConfig, path, overrides, values))
+    flat = [lab for doc_labels in labeler.label_documents(docs) for lab in doc_labels]
+    assert flat == [reference_label(ID2LABEL[int(k)]) for k in reference[2000].argmax(-1)]

@@ -232,3 +232,24 @@ def test_usable_after_fork_and_pickle():
 def test_config_rules(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(OpenAILabelerConfig, overrides=[override])
+
+
+@pytest.mark.parametrize(
+    "preset, fmt, model", [("openai-qwen3guard", "qwen3guard", "Qwen3Guard"), ("openai-llamaguard3", "llamaguard3", "Llama-Guard-3")]
+)  # fmt: skip
+def test_presets_drive_the_label_stage_config(preset, fmt, model):
+    from srp_megatron.config import resolve_preset
+    from srp_megatron.prep.labeling import LabelConfig, build_labeler
+
+    with GuardServer(fmt) as server:
+        cfg = load_config(
+            LabelConfig,
+            [resolve_preset(preset, "label")],
+            [f"openai.base_url={server.url}"],
+            {"inputs": ["x"], "out": "y"},
+        )
+        labeler = build_labeler(cfg)
+        assert isinstance(labeler, OpenAILabeler) and model in labeler.identity
+        out = labeler.label_documents(docs_with([["", "[violent]"]]))
+        labeler.close()
+    assert out == [[expected_label(fmt, ""), expected_label(fmt, "[violent]")]]

@@ -8,7 +8,12 @@ import pytest
 from guard_server import GuardServer, answer, garbage, http_error
 
 from srp_megatron.config import ConfigError, load_config
-from srp_megatron.prep.rewriter import DEFAULT_EMPTY_CONTEXT, DEFAULT_SYSTEM_PROMPT, OpenAIRewriter, OpenAIRewriterConfig
+from srp_megatron.prep.rewriter import (
+    DEFAULT_EMPTY_CONTEXT,
+    DEFAULT_SYSTEM_PROMPT,
+    OpenAIRewriter,
+    OpenAIRewriterConfig,
+)
 
 
 def passage_of(req) -> str:
