@@ -253,3 +253,15 @@ def test_presets_drive_the_label_stage_config(preset, fmt, model):
         out = labeler.label_documents(docs_with([["", "[violent]"]]))
         labeler.close()
     assert out == [[expected_label(fmt, ""), expected_label(fmt, "[violent]")]]
+
+
+def test_backoff_is_jittered_exponential_capped_and_honours_retry_after():
+    from srp_megatron.prep.endpoint import EndpointClient, EndpointConfig
+
+    client = EndpointClient(EndpointConfig(model="m", backoff_initial=0.5, backoff_max=3.0))
+    for attempt in range(6):
+        waits = [client._backoff(attempt, None) for _ in range(200)]
+        cap = min(3.0, 0.5 * 2**attempt)
+        assert 0.0 <= min(waits) and max(waits) <= cap and max(waits) > 0.5 * cap  # spread over [0, cap]
+    assert all(client._backoff(0, 2.0) >= 2.0 for _ in range(50))  # Retry-After raises the wait ...
+    assert client._backoff(0, 60.0) == 3.0  # ... up to backoff_max
