@@ -220,6 +220,8 @@ class HFClassifierLabeler(Labeler):
     def _encode(self, contexts: Sequence[str], segments: Sequence[str]) -> list[dict]:
         """Token ids per pair: context truncated at the left; over-long segments alone, cut at the right."""
         tok, max_length = self._tokenizer, self.config.max_length
+        if not segments:
+            return []
         seg_lens = [len(ids) for ids in tok(list(segments), add_special_tokens=False)["input_ids"]]
         special = tok.num_special_tokens_to_add(pair=True)
         fits = [n + special <= max_length for n in seg_lens]

@@ -204,3 +204,9 @@ def test_preset(model_dir, docs, reference):
     labeler = build_labeler(load_config(LabelConfig, path, overrides, values))
     flat = [lab for doc_labels in labeler.label_documents(docs) for lab in doc_labels]
     assert flat == [reference_label(ID2LABEL[int(k)]) for k in reference[2000].argmax(-1)]
+
+
+def test_empty_inputs(model_dir):
+    labeler = make(model_dir)
+    assert labeler.label_documents([]) == []
+    assert labeler.label_documents([SegmentedDocument("empty", [])]) == [[]]
