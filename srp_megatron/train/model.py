@@ -186,7 +186,9 @@ def analytic_parameter_count(model: ModelConfig, vocab_size: int) -> dict[str, i
     fc1 = f * (2 if model.activation.gated else 1)
     linear = h * (q + 2 * kv) + q * h + h * fc1 + f * h
     attention = h * (q + 2 * kv) + q * h
-    attention += (q + 2 * kv if model.add_bias_linear or model.add_qkv_bias else 0) + (h if model.add_bias_linear else 0)
+    if model.add_bias_linear or model.add_qkv_bias:
+        attention += q + 2 * kv
+    attention += h if model.add_bias_linear else 0
     qk_norm = 2 * d * (norm // h) if model.qk_layernorm else 0
     mlp = h * fc1 + f * h + (fc1 + h if model.add_bias_linear else 0)
     per_layer = attention + qk_norm + mlp + 2 * norm
@@ -272,7 +274,9 @@ def build_transformer_config(model, precision, parallel, *, recompute: str = "no
 
     use_te = te_available() if use_te is None else use_te
     dtype = params_dtype if params_dtype is not None else precision.torch_dtype()
-    fused = use_te and (model.activation.gated or model.add_bias_linear) and model.activation != Activation.squared_relu
+    # megatron fuses bias + GLU/GELU only for gated units or GELU with a bias
+    act = model.activation
+    fused = use_te and act != Activation.squared_relu and (act.gated or model.add_bias_linear)
     kwargs: dict[str, Any] = dict(
         num_layers=model.num_layers, hidden_size=model.hidden_size, ffn_hidden_size=model.ffn_hidden_size,
         num_attention_heads=model.num_attention_heads, num_query_groups=model.query_groups,

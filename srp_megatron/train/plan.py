@@ -184,7 +184,8 @@ class _Planner:
 
     def stage(self, rank: int, recompute: str, overhead: float) -> StageMemory:
         """Memory of one GPU of pipeline rank ``rank``."""
-        model, precision, (pp, tp), counts = self.model, self.precision, (self.parallel.pp, self.parallel.tp), self.counts
+        model, precision, counts = self.model, self.precision, self.counts
+        pp, tp = self.parallel.pp, self.parallel.tp
         first, last = rank == 0, rank == pp - 1
         stage_layers = model.num_layers // pp
         sharded = counts["per_layer"] - counts["layer_norms"] - counts["qk_norm"]
@@ -201,7 +202,8 @@ class _Planner:
         fp8_linear = (stage_layers - bf16_layers) * counts["linear_per_layer"] / tp if low else 0
         w, g, o = bytes_per_parameter(precision)
         weights = params * w - (fp8_linear * (w - 1) if precision.fp8_param else 0)
-        cache = fp8_linear * (1 if precision.fp8_param else 2)  # FP8 weight (+ transpose) copies kept across microbatches
+        # FP8 copies of the weights (+ transposes) that TE keeps across the microbatches of a step
+        cache = fp8_linear * (1 if precision.fp8_param else 2)
         logits = self.tokens * self.vocab / tp * (self.act_bytes + 4) if last else 0  # logits + FP32 softmax
         name = "single stage" if pp == 1 else ("first stage" if first else "last stage")
         return StageMemory(name, int(params), int(weights), int(params * g), int(params * o / self.shard), int(cache),
@@ -286,7 +288,6 @@ def _throughput(report, model, precision, spec, seq_length, global_batch_size, c
 
 def format_report(report: PlanReport) -> str:
     """The human-readable table."""
-    gib = lambda b: f"{b / GIB:8.2f}"  # noqa: E731
     layout = " ".join(f"{k}={v}" for k, v in report.layout.items())
     lines = [f"{report.gpus} x {report.gpu}: {layout}",
              f"parameters: {report.parameters / 1e9:.3f} B (padded vocabulary {report.padded_vocab})", ""]
@@ -296,7 +297,7 @@ def format_report(report: PlanReport) -> str:
         if key == "parameters":
             cells = "".join(f"{getattr(s, key) / 1e9:>13.3f}B" for s in report.stages)
         else:
-            cells = "".join(f"{gib(getattr(s, key)):>14}" for s in report.stages)
+            cells = "".join(f"{getattr(s, key) / GIB:>14.2f}" for s in report.stages)
         lines.append(f"  {key:<26}{cells}")
     acts = ", ".join(f"{k} {v / GIB:.2f}" for k, v in report.activations_by_recompute.items())
     lines += [f"  activations by recompute (GiB, {report.peak.stage}): {acts}; using: {report.recompute}",

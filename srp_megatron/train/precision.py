@@ -109,7 +109,8 @@ class PrecisionConfig:
     def __post_init__(self):
         if self.fp8 != FP8Format.none and self.fp4 != FP4Format.none:
             raise ValueError(
-                f"precision.fp8={self.fp8.value} and precision.fp4={self.fp4.value}: choose one (set the other to none)"
+                f"precision.fp8={self.fp8.value} and precision.fp4={self.fp4.value}: choose one "
+                "(set the other to none)"
             )
         if self.fp8_param and self.fp8 == FP8Format.none:
             raise ValueError("precision.fp8_param=true needs FP8: set precision.fp8=hybrid or fp8_param=false")

@@ -88,12 +88,12 @@ def _check_batch(parallel: ParallelConfig, world_size: int | None, seq_length: i
                             f"{cp} = {parallel.model_parallel_size}: change the GPU count or the parallel sizes")
             return
         dp = parallel.data_parallel_size(world_size)
+    num_microbatches = global_batch_size // (micro_batch_size * dp)
     if global_batch_size % (micro_batch_size * dp):
         problems.append(f"training.global_batch_size={global_batch_size} is not divisible by micro_batch_size x DP "
                         f"= {micro_batch_size} x {dp}: make it a multiple of {micro_batch_size * dp}")
-    elif parallel.virtual_pipeline_model_parallel_size and (global_batch_size // (micro_batch_size * dp)) % parallel.pp:
-        problems.append(f"the interleaved pipeline needs the number of microbatches "
-                        f"({global_batch_size // (micro_batch_size * dp)}) divisible by "
+    elif parallel.virtual_pipeline_model_parallel_size and num_microbatches % parallel.pp:
+        problems.append(f"the interleaved pipeline needs the number of microbatches ({num_microbatches}) divisible by "
                         f"pipeline_model_parallel_size={parallel.pp}: raise training.global_batch_size")
     if parallel.sequence_parallel and tp == 1:
         problems.append("parallel.sequence_parallel=true needs tensor_model_parallel_size > 1: set it false")
