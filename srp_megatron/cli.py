@@ -50,14 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text + "\n\n" + (module.__doc__ or "").strip(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
-        p.set_defaults(_main=module.main)
+        # The positional list that takes key=value overrides, so they may also follow the flags.
+        lists = [a.dest for a in p._actions if not a.option_strings and a.nargs == "*"]
+        p.set_defaults(_main=module.main, _overrides_dest=lists[-1] if lists else None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``srp`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    dest = getattr(args, "_overrides_dest", None)
+    unknown = [e for e in extra if dest is None or "=" not in e or e.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        setattr(args, dest, [*(getattr(args, dest) or []), *extra])
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args._main(args) or 0)

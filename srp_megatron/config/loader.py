@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.nodes import EnumNode
 from omegaconf.errors import OmegaConfBaseException
 
 from srp_megatron.errors import SRPError
@@ -27,9 +28,31 @@ def _full_key(exc: OmegaConfBaseException) -> str:
     return str(key) if key else "<root>"
 
 
+def _enum_values_to_names(base: DictConfig, update: Any, source: str, prefix: str = "") -> Any:
+    """omegaconf 2.3 accepts enum member *names* only; let YAML and the command line use values too."""
+    if not isinstance(update, dict) or not isinstance(base, DictConfig):
+        return update
+    out = {}
+    for key, value in update.items():
+        node = base._get_node(key) if key in base else None
+        if isinstance(node, EnumNode) and isinstance(value, str):
+            by_value = {str(m.value): m.name for m in node.enum_type}
+            if value not in by_value and value not in node.enum_type.__members__:
+                raise ConfigError(
+                    f"{source}: key '{prefix}{key}': invalid value '{value}', expected one of {sorted(by_value)}"
+                )
+            value = by_value.get(value, value)
+        elif isinstance(node, DictConfig):
+            value = _enum_values_to_names(node, value, source, f"{prefix}{key}.")
+        out[key] = value
+    return out
+
+
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    if isinstance(update, DictConfig):
+        update = OmegaConf.to_container(update)
     try:
-        return OmegaConf.merge(base, update)
+        return OmegaConf.merge(base, _enum_values_to_names(base, update, source))
     except OmegaConfBaseException as exc:
         msg = str(exc).splitlines()[0]
         raise ConfigError(f"{source}: key '{_full_key(exc)}': {msg}") from None
