@@ -17,7 +17,7 @@ import logging
 import os
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from srp_megatron.errors import SRPError
@@ -336,3 +336,18 @@ class RecordStream:
             for index in range(self.stats.records, end):
                 if self._wanted(index):
                     yield RawRecord(index, path, index - file_start + 1, None, "corrupt")
+
+
+def unit_batches(records: Iterable[RawRecord], docs_per_unit: int, batch_docs: int) -> Iterator[tuple[int, list]]:
+    """``(unit, records)``: consecutive records of one unit of work, at most ``batch_docs`` at a time."""
+    batch: list[RawRecord] = []
+    unit = -1
+    for rec in records:
+        u = rec.doc_index // docs_per_unit
+        if batch and (u != unit or len(batch) >= batch_docs):
+            yield unit, batch
+            batch = []
+        unit = u
+        batch.append(rec)
+    if batch:
+        yield unit, batch

@@ -1,0 +1,400 @@
+"""Segment documents and label every segment, resumably: ``srp label INPUT... --out DIR --labeler NAME``.
+
+The input stream (files sorted, records in order) is cut into units of ``docs_per_unit`` records. Each unit
+becomes ``DIR/segments-NNNNNN.parquet`` plus ``DIR/stats-NNNNNN.json``, both written atomically, so a run
+killed at any moment and rerun with the same arguments skips the finished units and ends with a directory
+byte-identical to an uninterrupted run. ``--num-shards N --shard-index K`` labels only units ``u % N == K``
+(an array job: every task scans the stream, cheaply skipping other units); the last task to finish writes
+``manifest.json`` with ``complete: true``. ``--workers W`` labels batches in W processes.
+
+Bad records are skipped and counted by reason (``--strict``: stop at the first, naming file and line).
+The progress bar shows docs/s and tokens/s, tokens estimated as characters / 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import logging
+import os
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from srp_megatron.errors import SRPError
+from srp_megatron.prep.documents import (
+    BadRecord,
+    Document,
+    RawRecord,
+    ReaderConfig,
+    RecordStream,
+    StreamStats,
+    parse_record,
+    unit_batches,
+)
+from srp_megatron.prep.label import LABELERS, Label, Labeler, LabelFailure, SegmentedDocument
+from srp_megatron.prep.label.hf_classifier import HFClassifierLabelerConfig
+from srp_megatron.prep.label.keyword import KeywordLabelerConfig
+from srp_megatron.prep.label.openai import OpenAILabelerConfig
+from srp_megatron.prep.label.oracle import OracleLabeler, OracleLabelerConfig, Presegmented
+from srp_megatron.prep.segment import Segmenter, SegmenterConfig
+from srp_megatron.prep.segments_io import MANIFEST, LabelledDocument
+
+logger = logging.getLogger(__name__)
+
+_SECRET_KEY = re.compile(r"(^|_)(api_key|key|secret|password|token)$")
+
+
+@dataclass
+class LabelConfig:
+    """Root config of ``srp label``."""
+
+    inputs: list[str] = field(default_factory=list)
+    """JSONL (.jsonl, .jsonl.gz, .jsonl.zst, .json.gz) and Parquet files, directories of them, or globs."""
+    out: str = ""
+    """Labels directory to write (created; reruns resume in it)."""
+    labeler: str = ""
+    """Registered labeler: ``keyword`` (heuristic), ``openai``, ``hf-classifier``, ``oracle``."""
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    """Input fields and size limits."""
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    """Segment size and sentence boundary rule."""
+    keyword: KeywordLabelerConfig = field(default_factory=KeywordLabelerConfig)
+    """Options of the ``keyword`` labeler."""
+    oracle: OracleLabelerConfig = field(default_factory=OracleLabelerConfig)
+    """Options of the ``oracle`` labeler."""
+    openai: OpenAILabelerConfig = field(default_factory=OpenAILabelerConfig)
+    """Options of the ``openai`` labeler."""
+    hf_classifier: HFClassifierLabelerConfig = field(default_factory=HFClassifierLabelerConfig)
+    """Options of the ``hf-classifier`` labeler."""
+    docs_per_unit: int = 5000
+    """Records per unit of work (the resume granularity; a unit's segments are held in memory)."""
+    batch_docs: int = 64
+    """Documents per labeler call (and per task sent to a worker process)."""
+    workers: int = 1
+    """Labelling processes on this machine (1: label in the main process)."""
+    num_shards: int = 1
+    """Tasks of an array job sharing the work (unit u belongs to shard u % num_shards)."""
+    shard_index: int = 0
+    """This task's shard, 0 <= shard_index < num_shards."""
+    strict: bool = False
+    """Stop at the first bad record or failed file (naming file and line) instead of skipping and counting."""
+    progress: bool = True
+    """Show a progress bar on stderr."""
+
+    def __post_init__(self):
+        if not self.inputs:
+            raise ValueError("inputs is empty: give input files or directories (srp label INPUT... --out DIR)")
+        if not self.out:
+            raise ValueError("out is empty: give the labels directory with --out DIR")
+        if self.labeler not in LABELERS:
+            raise ValueError(f"labeler={self.labeler!r}: give --labeler NAME, one of {', '.join(LABELERS.names())}")
+        for name in ("docs_per_unit", "batch_docs", "workers", "num_shards"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"shard_index={self.shard_index}: must be in [0, num_shards={self.num_shards})")
+
+
+def build_labeler(cfg: LabelConfig) -> Labeler:
+    """The configured labeler, constructed from its section of the config."""
+    section = cfg.labeler.replace("-", "_")  # hf-classifier -> hf_classifier
+    if not hasattr(cfg, section):
+        raise SRPError(f"labeler '{cfg.labeler}' has no config section '{section}' in LabelConfig")
+    return LABELERS.get(cfg.labeler)(getattr(cfg, section))
+
+
+def output_config(cfg: LabelConfig) -> dict:
+    """The settings that determine the output (no secrets, workers or shard layout); stored and compared."""
+    from srp_megatron.config import to_dict
+
+    full, name = to_dict(cfg), cfg.labeler.replace("-", "_")
+    section = {k: ("<redacted>" if _SECRET_KEY.search(k) else v) for k, v in full[name].items()}
+    return {**{k: full[k] for k in ("inputs", "labeler", "reader", "segmenter", "docs_per_unit")}, name: section}
+
+
+@dataclass
+class DocResult:
+    """Outcome for one record: a labelled document, or the reason it was skipped."""
+
+    doc_index: int
+    location: str
+    doc: LabelledDocument | None = None
+    reason: str = ""
+    detail: str = ""
+    chars: int = 0
+
+
+class _Worker:
+    """Parses, segments and labels batches of raw records (in the main process or a pool worker)."""
+
+    def __init__(self, cfg: LabelConfig):
+        self.reader = cfg.reader
+        self.segmenter = Segmenter(cfg.segmenter)
+        self.labeler = build_labeler(cfg)
+        self.oracle = self.labeler if isinstance(self.labeler, OracleLabeler) else None
+
+    def process(self, item: tuple[int, list[RawRecord]]) -> tuple[int, str, list[DocResult]]:
+        """``(unit, labeler identity, results in record order)`` for one batch of a unit."""
+        unit, records = item
+        results: list[DocResult] = []
+        pending: list[tuple[DocResult, SegmentedDocument, list[str | None]]] = []
+        text_from_row = self.oracle.text_from_row if self.oracle else None
+        for rec in records:
+            doc = parse_record(rec, self.reader, text_from_row)
+            if isinstance(doc, BadRecord):
+                results.append(DocResult(doc.doc_index, doc.location, reason=doc.reason, detail=doc.detail))
+                continue
+            res = DocResult(doc.doc_index, doc.location, chars=len(doc.text))
+            results.append(res)
+            split = self._split(doc)
+            if isinstance(split, LabelFailure):
+                res.reason, res.detail = split.reason, split.detail
+            else:
+                pending.append((res, SegmentedDocument(doc.doc_id, split[0], doc.row), split[1]))
+        if pending:
+            labels = self.labeler.label_documents([p[1] for p in pending])
+            for (res, sdoc, rewrites), lab in zip(pending, labels, strict=True):  # one result per document
+                if isinstance(lab, LabelFailure):
+                    res.reason, res.detail = lab.reason, lab.detail
+                elif len(lab) != len(sdoc.segments):
+                    raise RuntimeError(f"{self.labeler.identity}: {len(lab)} labels, {len(sdoc.segments)} segments")
+                else:
+                    res.doc = LabelledDocument(res.doc_index, sdoc.doc_id, sdoc.segments, list(lab), rewrites)
+        return unit, self.labeler.identity, results
+
+    def _split(self, doc: Document) -> tuple[list[str], list[str | None]] | LabelFailure:
+        if self.oracle is not None:
+            parsed = self.oracle.presegment(doc.row, doc.text)
+            if isinstance(parsed, Presegmented):
+                return parsed.segments, parsed.rewrites
+            if isinstance(parsed, LabelFailure):
+                return parsed
+        segments = self.segmenter.split(doc.text)
+        return segments, [None] * len(segments)
+
+    def close(self) -> None:
+        """Release the labeler."""
+        self.labeler.close()
+
+
+_POOL_WORKER: _Worker | None = None  # one per pool process, built by _init_pool_worker
+
+
+def _init_pool_worker(cfg: LabelConfig) -> None:
+    import multiprocessing.util
+
+    global _POOL_WORKER
+    _POOL_WORKER = _Worker(cfg)
+    multiprocessing.util.Finalize(_POOL_WORKER, _POOL_WORKER.close, exitpriority=10)
+
+
+def _pool_process(item: tuple[int, list[RawRecord]]) -> tuple[int, str, list[DocResult]]:
+    return _POOL_WORKER.process(item)
+
+
+@contextlib.contextmanager
+def _batch_labeller(cfg: LabelConfig) -> Iterator[Callable[[Iterator], Iterator]]:
+    """A function mapping batches to results in order, in-process (workers=1) or over a process pool."""
+    if cfg.workers == 1:
+        worker = _Worker(cfg)
+        try:
+            yield lambda batches: map(worker.process, batches)
+        finally:
+            worker.close()
+        return
+    import multiprocessing
+
+    # spawn: safe with threads, CUDA and HTTP clients in the parent
+    with multiprocessing.get_context("spawn").Pool(cfg.workers, _init_pool_worker, (cfg,)) as pool:
+
+        def ordered(batches: Iterator) -> Iterator:
+            window: deque = deque()  # at most 2 batches per worker in flight: memory stays bounded
+            for batch in batches:
+                window.append(pool.apply_async(_pool_process, (batch,)))
+                if len(window) >= 2 * cfg.workers:
+                    yield window.popleft().get()
+            while window:
+                yield window.popleft().get()
+
+        yield ordered
+        pool.close()
+        pool.join()
+
+
+def write_json_atomic(obj: dict, path: str, tmp_suffix: str = ".tmp") -> None:
+    """Write deterministic JSON (sorted keys) via a temporary file, so readers never see a partial file."""
+    tmp = path + tmp_suffix
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+class _UnitWriter:
+    """Collects the results of one unit and writes its Parquet file and stats when the unit is complete."""
+
+    def __init__(self, cfg: LabelConfig, config: dict):
+        self.cfg, self.config = cfg, config
+        self.unit = -1
+        self.identity = ""
+        self.docs: list[LabelledDocument] = []
+        self.stats: dict = {}
+
+    def add(self, unit: int, identity: str, results: list[DocResult]) -> None:
+        """Add a batch's results; finishing the previous unit first if this batch starts a new one."""
+        if unit != self.unit:
+            self.flush()
+            self.unit, self.identity, self.docs = unit, identity, []
+            self.stats = {"docs_in": 0, "docs_ok": 0, "segments": 0, "chars": 0,
+                          "docs_skipped": Counter(), "labels": Counter(), "categories": Counter()}
+        st = self.stats
+        for r in results:
+            st["docs_in"] += 1
+            if r.doc is None:
+                if self.cfg.strict:
+                    raise SRPError(f"{r.location}: {r.reason}: {r.detail} (--strict stops at the first bad record)")
+                st["docs_skipped"][r.reason] += 1
+                continue
+            st["docs_ok"] += 1
+            st["chars"] += r.chars
+            st["segments"] += len(r.doc.segments)
+            st["labels"].update(lab.label.value for lab in r.doc.labels)
+            st["categories"].update(c for lab in r.doc.labels for c in lab.categories)
+            self.docs.append(r.doc)
+
+    def flush(self) -> None:
+        """Write the current unit (Parquet first, then its stats, which mark it done)."""
+        if self.unit < 0:
+            return
+        from srp_megatron.prep.segments_io import documents_to_table, unit_path, write_table_atomic
+
+        write_table_atomic(documents_to_table(self.docs, self.identity), unit_path(self.cfg.out, self.unit))
+        stats = {**self.stats, "unit": self.unit, "labeler": self.identity, "config": self.config}
+        write_json_atomic(stats, os.path.join(self.cfg.out, f"stats-{self.unit:06d}.json"))
+        self.unit, self.docs = -1, []
+
+
+def _done_units(cfg: LabelConfig, config: dict) -> dict[int, dict]:
+    """Stats of the finished units in the output directory (any shard's); refuses other settings' units."""
+    done = {}
+    for path in sorted(glob.glob(os.path.join(cfg.out, "stats-*.json"))):
+        with open(path, encoding="utf-8") as f:
+            stats = json.load(f)
+        if stats.get("config") != config:
+            old = stats.get("config") or {}
+            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            raise SRPError(f"{path} was written with other settings ({', '.join(diff)} differ): rerun with the same "
+                           "arguments to resume, or write to a new --out directory")
+        done[stats["unit"]] = stats
+    return done
+
+
+def build_manifest(cfg: LabelConfig, config: dict, stream: StreamStats) -> dict:
+    """``manifest.json``: every finished unit's stats summed, plus what the reader saw of the whole stream."""
+    n_units = -(-stream.records // cfg.docs_per_unit)
+    done = _done_units(cfg, config)
+    units = [done[u] for u in range(n_units) if u in done]
+    sums: Counter = Counter()
+    skipped, labels, categories = Counter(), Counter({lab.value: 0 for lab in Label}), Counter()
+    for st in units:
+        sums.update({k: st[k] for k in ("docs_in", "docs_ok", "segments", "chars")})
+        skipped.update(st["docs_skipped"])
+        labels.update(st["labels"])
+        categories.update(st["categories"])
+    return {
+        "complete": len(units) == n_units,
+        "units": n_units,
+        "units_done": len(units),
+        "records": stream.records,
+        **{k: sums[k] for k in ("docs_in", "docs_ok", "segments", "chars")},
+        "docs_skipped": dict(skipped),
+        "labels": dict(labels),
+        "categories": dict(categories),
+        "labeler": ", ".join(sorted({st["labeler"] for st in units})) or cfg.labeler,
+        "files": stream.files,
+        "files_skipped": dict(stream.files_skipped),
+        "file_errors": stream.file_errors,
+        "blank_lines": stream.blank_lines,
+        "config": config,
+    }
+
+
+def _write_manifest(cfg: LabelConfig, config: dict, stream: StreamStats) -> dict:
+    path = os.path.join(cfg.out, MANIFEST)
+    manifest = build_manifest(cfg, config, stream)
+    write_json_atomic(manifest, path, f".{cfg.shard_index}.tmp")
+    if not manifest["complete"] and cfg.num_shards > 1:
+        # A shard finishing while we counted saw our units done and wrote a complete manifest just before
+        # ours; counting again after our write guarantees that the last write of the array job is complete.
+        again = build_manifest(cfg, config, stream)
+        if again != manifest:
+            write_json_atomic(again, path, f".{cfg.shard_index}.tmp")
+            manifest = again
+    return manifest
+
+
+def run_label(cfg: LabelConfig) -> dict:
+    """Label this shard's unfinished units, then write ``manifest.json``; returns the manifest."""
+    from tqdm import tqdm
+
+    os.makedirs(cfg.out, exist_ok=True)
+    config = output_config(cfg)
+    done = set(_done_units(cfg, config))
+    stream = RecordStream(
+        cfg.inputs, cfg.reader, cfg.docs_per_unit,
+        lambda u: u % cfg.num_shards == cfg.shard_index and u not in done, cfg.strict,
+    )
+    writer = _UnitWriter(cfg, config)
+    start, chars = time.monotonic(), 0
+    with tqdm(desc="label", unit="doc", disable=not cfg.progress) as bar, _batch_labeller(cfg) as label:
+        for unit, identity, results in label(unit_batches(stream, cfg.docs_per_unit, cfg.batch_docs)):
+            writer.add(unit, identity, results)
+            chars += sum(r.chars for r in results)
+            bar.update(len(results))
+            bar.set_postfix_str(f"{chars / 4 / max(time.monotonic() - start, 1e-9):,.0f} tok/s", refresh=False)
+        writer.flush()
+    manifest = _write_manifest(cfg, config, stream.stats)
+    logger.info("%s: %d/%d units done; docs in %d, ok %d, skipped %s; segments %s", cfg.out, manifest["units_done"],
+                manifest["units"], manifest["docs_in"], manifest["docs_ok"], manifest["docs_skipped"],
+                manifest["labels"])
+    return manifest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``srp label``."""
+    parser.add_argument("items", nargs="*", metavar="INPUT | key=value",
+                        help="input files, directories or globs; config overrides like reader.max_doc_chars=1000")
+    parser.add_argument("--out", help="labels directory (reruns resume in it)")
+    parser.add_argument("--labeler", help=f"labeler name: {', '.join(LABELERS.names())}")
+    parser.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="config file, or a preset name from conf/label/ (repeatable; later wins)")
+    parser.add_argument("--text-field", help="field holding the text (default: text)")
+    parser.add_argument("--segment-words", type=int, help="max words per segment (default: 100)")
+    parser.add_argument("--docs-per-unit", type=int, help="records per unit of work (default: 5000)")
+    parser.add_argument("--workers", type=int, help="labelling processes (default: 1)")
+    parser.add_argument("--num-shards", type=int, help="tasks of an array job (default: 1)")
+    parser.add_argument("--shard-index", type=int, help="this task's shard, e.g. $SLURM_ARRAY_TASK_ID")
+    parser.add_argument("--strict", action="store_true", default=None, help="stop at the first bad record")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``srp label``."""
+    from srp_megatron.config import load_config, resolve_preset
+
+    inputs = [i for i in args.items if "=" not in i or os.path.exists(i)]
+    overrides = [i for i in args.items if i not in inputs]
+    values = {k: getattr(args, k) for k in
+              ("out", "labeler", "docs_per_unit", "workers", "num_shards", "shard_index", "strict", "progress")}
+    values["inputs"] = inputs or None
+    if args.text_field is not None:
+        values["reader"] = {"text_field": args.text_field}
+    if args.segment_words is not None:
+        values["segmenter"] = {"max_words": args.segment_words}
+    cfg = load_config(LabelConfig, [resolve_preset(p, "label") for p in args.config], overrides, values)
+    run_label(cfg)
+    return 0
