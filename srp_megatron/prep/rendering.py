@@ -22,12 +22,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import islice
 
 import numpy as np
 
 from srp_megatron.errors import SRPError
 from srp_megatron.prep.arms import ARMS, Arm, FilterConfig, RewriteConfig, TextPiece
+from srp_megatron.prep.label.base import Label
 from srp_megatron.prep.rendered import SPAN_DTYPE, RenderedDatasetWriter, RenderMetadata, SpanType, spans_prefix
 from srp_megatron.prep.segments_io import MANIFEST, LabelledDocument, iter_labelled_documents
 from srp_megatron.prep.templates import ReflectionTemplate, TemplateConfig, TemplateKind
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 DATA_SUFFIXES = (".bin", ".idx", "_spans.bin", "_spans.idx")
 TOKENIZER_SUFFIX = "_tokenizer"
 PARTIAL_SUFFIX = ".partial"
+MEGATRON_METADATA = "tokenizer_metadata.json"
 
 
 @dataclass
@@ -134,9 +136,9 @@ def _prepare_tokenizer(cfg: RenderConfig) -> tuple[Tokenizer, ReflectionTemplate
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tokenizer.save(tmp_dir)
     if tokenizer.kind == TokenizerKind.MEGATRON:
-        from megatron.core.tokenizers import MegatronTokenizer
-
-        MegatronTokenizer.write_metadata(tmp_dir, "huggingface")
+        # The source's metadata, not a fresh write_metadata(): its default model_type differs across
+        # megatron-core versions ("default" in 0.16, "default-text" later), a copy loads wherever the source did.
+        shutil.copy(os.path.join(cfg.tokenizer.path, MEGATRON_METADATA), tmp_dir)
     # The identity is that of the saved tokenizer, as the dataset will load it for its consistency check.
     reloaded = Tokenizer(TokenizerConfig(path=tmp_dir, kind=tokenizer.kind, eod_token=cfg.tokenizer.eod_token))
     identity = {**reloaded.identity, "path": os.path.abspath(cfg.out + TOKENIZER_SUFFIX)}
@@ -163,24 +165,40 @@ def _render_batch(
             layouts.append(pieces)
             texts.extend(p.text for p in pieces if type(p) is TextPiece)
     encoded = iter(tokenizer.encode_batch(texts))
-    dtype = writer.token_dtype
-    eod = ((tokenizer.eod,), SpanType.TEXT)
+    # The whole batch goes into flat lists and becomes two arrays at once: per-document numpy calls cost
+    # more than the tokenization of short documents.
+    flat: list[int] = []
+    run_spans: list[int] = []
+    run_lengths: list[int] = []
+    doc_ends: list[int] = []
+    labels: list[Label] = []
     for pieces in layouts:
-        parts: list = []
         for p in pieces:
             if type(p) is TextPiece:
-                parts.append((next(encoded), p.span))
-                totals.labels[p.label] += 1
+                ids = next(encoded)
+                flat += ids
+                run_spans.append(p.span)
+                run_lengths.append(len(ids))
+                labels.append(p.label)
             else:
-                parts.extend(template.pieces(p.label, p.space_after))
+                for ids, span in template.pieces(p.label, p.space_after):
+                    flat += ids
+                    run_spans.append(span)
+                    run_lengths.append(len(ids))
                 totals.reflections += 1
-        parts.append(eod)
-        lengths = [len(ids) for ids, _ in parts]
-        tokens = np.fromiter(chain.from_iterable(ids for ids, _ in parts), dtype=dtype, count=sum(lengths))
-        spans = np.repeat(np.array([span for _, span in parts], dtype=SPAN_DTYPE), lengths)
-        writer.add_document(tokens, spans)
-        totals.documents += 1
-        totals.span_tokens += np.bincount(spans, minlength=len(SpanType))
+        flat.append(tokenizer.eod)
+        run_spans.append(SpanType.TEXT)
+        run_lengths.append(1)
+        doc_ends.append(len(flat))
+    tokens = np.array(flat, dtype=writer.token_dtype)
+    spans = np.repeat(np.array(run_spans, dtype=SPAN_DTYPE), run_lengths)
+    start = 0
+    for end in doc_ends:
+        writer.add_document(tokens[start:end], spans[start:end])
+        start = end
+    totals.documents += len(doc_ends)
+    totals.labels.update(labels)
+    totals.span_tokens += np.bincount(spans, minlength=len(SpanType))
 
 
 def _write(
