@@ -344,12 +344,9 @@ def main(args: argparse.Namespace) -> int:
     from srp_megatron.config.loader import resolve_preset
 
     values: dict = {"labels_dir": args.labels_dir, "out": args.out, "arm": args.arm}
-    if args.tokenizer or args.tokenizer_kind:
-        values["tokenizer"] = {k: v for k, v in (("path", args.tokenizer), ("kind", args.tokenizer_kind)) if v}
-        if "kind" in values["tokenizer"]:
-            values["tokenizer"]["kind"] = TokenizerKind(values["tokenizer"]["kind"])
-    if args.template:
-        values["template"] = {"kind": TemplateKind(args.template)}
+    tokenizer = {"path": args.tokenizer, "kind": args.tokenizer_kind}
+    values["tokenizer"] = {k: v for k, v in tokenizer.items() if v is not None} or None
+    values["template"] = {"kind": args.template} if args.template else None
     paths = [resolve_preset(p, "render") for p in args.config]
     cfg = load_config(RenderConfig, paths, args.overrides, values)
     meta = render(cfg)

@@ -366,3 +366,32 @@ def test_cli_flags_frozen():
         "-c",
         "--config",
     }
+
+
+@pytest.mark.parametrize(
+    ("preset", "arm", "check"),
+    [
+        ("srp", "srp", lambda c: c.template.kind == TemplateKind.PAPER),
+        ("srp_special", "srp", lambda c: c.template.kind == TemplateKind.SPECIAL),
+        ("raw", "raw", lambda c: True),
+        ("filter", "filter", lambda c: c.filter.level == FilterLevel.SEGMENT),
+        ("filter_document", "filter", lambda c: c.filter.level == FilterLevel.DOCUMENT),
+        ("rewrite", "rewrite", lambda c: c.rewrite.source.value == "column"),
+        ("rewrite_openai", "rewrite", lambda c: c.rewrite.source.value == "openai"),
+        ("tag", "tag", lambda c: True),
+    ],
+)
+def test_presets(preset, arm, check):
+    from srp_megatron.config import load_config
+    from srp_megatron.config.loader import resolve_preset
+
+    required = {"labels_dir": "L", "out": "P", "tokenizer": {"path": "T"}}
+    cfg = load_config(RenderConfig, [resolve_preset(preset, "render")], values=required)
+    assert cfg.arm == arm and check(cfg)
+
+
+def test_every_preset_is_tested():
+    from srp_megatron.config.loader import CONF_DIR
+
+    names = {f[:-5] for f in os.listdir(os.path.join(CONF_DIR, "render")) if f.endswith(".yaml")}
+    assert names == {"srp", "srp_special", "raw", "filter", "filter_document", "rewrite", "rewrite_openai", "tag"}
