@@ -220,11 +220,14 @@ class ReflectionGPTDataset(GPTDataset):
         """
         if self.shuffle_index is None:
             self._map_deferred_indices()
-        sample = int(self.shuffle_index[idx])
-        beg, beg_offset = self.sample_index[sample].tolist()
-        end, end_offset = self.sample_index[sample + 1].tolist()
+        # Plain ndarray views of the (memory-mapped) index arrays: indexing a np.memmap costs several
+        # times more than the read itself.
+        sample = int(self.shuffle_index.view(np.ndarray)[idx])
+        sample_index = self.sample_index.view(np.ndarray)
+        beg, beg_offset = sample_index[sample].tolist()
+        end, end_offset = sample_index[sample + 1].tolist()
         extra = int(self.config.add_extra_token_to_sequence)
-        document_ids = self.document_index[beg : end + 1].tolist()
+        document_ids = self.document_index.view(np.ndarray)[beg : end + 1].tolist()
         token_parts, span_parts = [], []
         for i, document in enumerate(document_ids):
             offset = beg_offset if i == 0 else 0
