@@ -342,12 +342,17 @@ def unit_batches(records: Iterable[RawRecord], docs_per_unit: int, batch_docs: i
     """``(unit, records)``: consecutive records of one unit of work, at most ``batch_docs`` at a time."""
     batch: list[RawRecord] = []
     unit = -1
-    for rec in records:
-        u = rec.doc_index // docs_per_unit
-        if batch and (u != unit or len(batch) >= batch_docs):
+    try:
+        for rec in records:
+            u = rec.doc_index // docs_per_unit
+            if batch and (u != unit or len(batch) >= batch_docs):
+                yield unit, batch
+                batch = []
+            unit = u
+            batch.append(rec)
+    except SRPError:  # --strict stopped at a bad file: the records before it come first (one may fail earlier)
+        if batch:
             yield unit, batch
-            batch = []
-        unit = u
-        batch.append(rec)
+        raise
     if batch:
         yield unit, batch

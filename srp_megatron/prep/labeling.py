@@ -91,8 +91,9 @@ class LabelConfig:
             raise ValueError("inputs is empty: give input files or directories (srp label INPUT... --out DIR)")
         if not self.out:
             raise ValueError("out is empty: give the labels directory with --out DIR")
-        if self.labeler not in LABELERS:
-            raise ValueError(f"labeler={self.labeler!r}: give --labeler NAME, one of {', '.join(LABELERS.names())}")
+        if self.labeler not in LABELERS or not hasattr(self, self.labeler.replace("-", "_")):
+            raise ValueError(f"labeler={self.labeler!r}: give --labeler NAME, one of {', '.join(LABELERS.names())}"
+                             " (each has a config section of its name, '-' read as '_')")
         for name in ("docs_per_unit", "batch_docs", "workers", "num_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
@@ -102,10 +103,7 @@ class LabelConfig:
 
 def build_labeler(cfg: LabelConfig) -> Labeler:
     """The configured labeler, constructed from its section of the config."""
-    section = cfg.labeler.replace("-", "_")  # hf-classifier -> hf_classifier
-    if not hasattr(cfg, section):
-        raise SRPError(f"labeler '{cfg.labeler}' has no config section '{section}' in LabelConfig")
-    return LABELERS.get(cfg.labeler)(getattr(cfg, section))
+    return LABELERS.get(cfg.labeler)(getattr(cfg, cfg.labeler.replace("-", "_")))  # hf-classifier: hf_classifier
 
 
 def output_config(cfg: LabelConfig) -> dict:
@@ -214,12 +212,18 @@ def _batch_labeller(cfg: LabelConfig) -> Iterator[Callable[[Iterator], Iterator]
 
         def ordered(batches: Iterator) -> Iterator:
             window: deque = deque()  # at most 2 batches per worker in flight: memory stays bounded
-            for batch in batches:
-                window.append(pool.apply_async(_pool_process, (batch,)))
-                if len(window) >= 2 * cfg.workers:
-                    yield window.popleft().get()
+            failure = None
+            try:
+                for batch in batches:
+                    window.append(pool.apply_async(_pool_process, (batch,)))
+                    if len(window) >= 2 * cfg.workers:
+                        yield window.popleft().get()
+            except SRPError as exc:  # --strict stopped at a bad file: results of the records before it first
+                failure = exc
             while window:
                 yield window.popleft().get()
+            if failure is not None:
+                raise failure
 
         yield ordered
         pool.close()
@@ -239,10 +243,7 @@ class _UnitWriter:
 
     def __init__(self, cfg: LabelConfig, config: dict):
         self.cfg, self.config = cfg, config
-        self.unit = -1
-        self.identity = ""
-        self.docs: list[LabelledDocument] = []
-        self.stats: dict = {}
+        self.unit, self.identity, self.docs, self.stats = -1, "", [], {}
 
     def add(self, unit: int, identity: str, results: list[DocResult]) -> None:
         """Add a batch's results; finishing the previous unit first if this batch starts a new one."""
@@ -395,6 +396,5 @@ def main(args: argparse.Namespace) -> int:
         values["reader"] = {"text_field": args.text_field}
     if args.segment_words is not None:
         values["segmenter"] = {"max_words": args.segment_words}
-    cfg = load_config(LabelConfig, [resolve_preset(p, "label") for p in args.config], overrides, values)
-    run_label(cfg)
+    run_label(load_config(LabelConfig, [resolve_preset(p, "label") for p in args.config], overrides, values))
     return 0
