@@ -56,46 +56,54 @@ def count_words(text: str) -> int:
     return sum(1 for _ in _WORD_RE.finditer(text))
 
 
+def _count_plain(text: str) -> int:
+    return len(text.split())
+
+
 class Segmenter:
     """Splits text into sentence-aligned segments of at most ``max_words`` words."""
 
     def __init__(self, config: SegmenterConfig):
         self.config = config
         self.max_words = config.max_words
-        self._boundary = re.compile(config.boundary_regex)
+        # '[...]+' -> '[...][...]*' (same language): a leading plain class lets re skip ahead at C speed (2x here)
+        self._boundary = re.compile(re.sub(r"^(\[(?:\\.|[^\]\\])+\])\+", r"\1\1*", config.boundary_regex))
 
     def sentences(self, text: str) -> list[str]:
         """The sentences of ``text`` (each with its end punctuation and trailing whitespace); they concatenate to it."""
-        out, start = [], 0
+        bounds = self._bounds(text)
+        return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+    def _bounds(self, text: str) -> list[int]:
+        """0, the end offset of every sentence, len(text) (strictly increasing)."""
+        bounds = [0]
         for m in self._boundary.finditer(text):
-            if m.end() > start:
-                out.append(text[start : m.end()])
-                start = m.end()
-        if start < len(text):
-            out.append(text[start:])
-        return out
+            if m.end() > bounds[-1]:
+                bounds.append(m.end())
+        if bounds[-1] < len(text):
+            bounds.append(len(text))
+        return bounds
 
     def split(self, text: str) -> list[str]:
         """Segments of ``text``: concatenated they equal ``text``; each has at most ``max_words`` words."""
         limit = self.max_words
+        count = count_words if _CJK_RE.search(text) else _count_plain  # one CJK test per document
         segments: list[str] = []
-        current: list[str] = []
-        words = 0
-        for sentence in self.sentences(text):
-            n = count_words(sentence)
+        start, words, bounds = 0, 0, self._bounds(text)
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            n = count(text[a:b])
             if words + n <= limit:
-                current.append(sentence)
                 words += n
                 continue
-            if current:
-                segments.append("".join(current))
-            current, words = [sentence], n
+            if a > start:
+                segments.append(text[start:a])
+            start, words = a, n
             if n > limit:
-                *full, tail = self._hard_split(sentence)
+                *full, tail = self._hard_split(text[a:b])
                 segments.extend(full)
-                current[0], words = tail, count_words(tail)
-        if current:
-            segments.append("".join(current))
+                start, words = b - len(tail), count(tail)
+        if start < len(text):
+            segments.append(text[start:])
         return segments
 
     def _hard_split(self, sentence: str) -> list[str]:
