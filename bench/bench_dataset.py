@@ -51,7 +51,8 @@ def _document(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         spans.append(np.full(n, SpanType.UNSAFE_TEXT if unsafe else SpanType.TEXT))
         body = int(rng.integers(1, 4)) + (2 if unsafe else 0)
         tokens.append(rng.integers(1, VOCAB, body + 2))
-        spans.append(np.array([SpanType.REFLECTION_MARKER] + [SpanType.REFLECTION] * body + [SpanType.REFLECTION_MARKER]))
+        marker = [SpanType.REFLECTION_MARKER]
+        spans.append(np.array(marker + [SpanType.REFLECTION] * body + marker))
     tokens.append(np.array([EOD]))
     spans.append(np.array([SpanType.TEXT]))
     return np.concatenate(tokens).astype(np.uint16), np.concatenate(spans).astype(np.uint8)

@@ -24,6 +24,7 @@ import torch
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.object_storage_utils import is_object_storage_path
+from megatron.core.datasets.utils import Split
 from megatron.core.utils import log_single_rank
 
 from srp_megatron.data import compat
@@ -57,14 +58,14 @@ class ReflectionGPTDatasetConfig(GPTDatasetConfig):
             if getattr(self, name) is None:
                 raise ValueError(f"{name} is None: set it to True or False (GPTDatasetConfig has no default)")
         if self.tokenizer is None:
-            raise ValueError("tokenizer is None: give the training tokenizer (eod, pad, vocab_size, unique_identifiers)")
+            raise ValueError("tokenizer is None: give the training tokenizer (with eod, pad, vocab_size)")
         if self.blend is None and not any(self.blend_per_split or ()):
             raise ValueError(
                 "blend and blend_per_split are both None: ReflectionGPTDataset reads rendered prefixes, "
                 "give blend=([prefix, ...], weights or None) or blend_per_split (mock data is not supported)"
             )
         if self.blend is not None and self.split is None:
-            raise ValueError("split is None but blend is set: give the train,valid,test weights, e.g. split='969,30,1'")
+            raise ValueError("split is None but blend is set: give train,valid,test weights, e.g. split='969,30,1'")
         super().__post_init__()
         self.loss_policy = LossPolicy.resolve(self.loss_policy)
 
@@ -171,7 +172,7 @@ class ReflectionGPTDataset(GPTDataset):
         dataset_path: str | None,
         indexed_indices: np.ndarray,
         num_samples: int | None,
-        index_split: Any,
+        index_split: Split,
         config: ReflectionGPTDatasetConfig,
     ) -> None:
         super().__init__(indexed_dataset, dataset_path, indexed_indices, num_samples, index_split, config)
@@ -187,7 +188,7 @@ class ReflectionGPTDataset(GPTDataset):
     def build_low_level_dataset(dataset_path: str, config: ReflectionGPTDatasetConfig) -> IndexedDataset:
         """``GPTDataset``'s token ``IndexedDataset``, after checking the span types and tokenizer."""
         if is_object_storage_path(dataset_path):
-            raise SRPError(f"'{dataset_path}': rendered datasets on object storage are not supported; copy them locally")
+            raise SRPError(f"'{dataset_path}': rendered datasets on object storage are not supported, copy them")
         _require_files(dataset_path, f"rendered dataset '{dataset_path}'")
         tokens = GPTDataset.build_low_level_dataset(dataset_path, config)
         check_rendered_dataset(tokens, dataset_path, config)
@@ -259,12 +260,13 @@ class ReflectionGPTDataset(GPTDataset):
         else:  # labels are the text shifted by one; the last label is padding and gets no loss
             label_spans = np.append(spans[1:], SPAN_DTYPE(SpanType.TEXT))
         if idx is not None and self._policy_masks:
-            sample["loss_mask"] = self._apply_policy(sample["loss_mask"], label_spans, idx)
+            self._apply_policy(sample["loss_mask"], label_spans, idx)
         if self.config.return_span_types:
             sample["span_types"] = torch.from_numpy(label_spans.astype(np.int64))
         return sample
 
-    def _apply_policy(self, loss_mask: torch.Tensor, label_spans: np.ndarray, idx: int) -> torch.Tensor:
+    def _apply_policy(self, loss_mask: torch.Tensor, label_spans: np.ndarray, idx: int) -> None:
+        """Multiply ``loss_mask`` in place by the policy's 0/1 value of each label's span type."""
         try:
             weights = self._loss_table.take(label_spans)
         except IndexError:
@@ -274,4 +276,3 @@ class ReflectionGPTDataset(GPTDataset):
             ) from None
         mask = loss_mask.numpy()
         np.multiply(mask, weights, out=mask)
-        return loss_mask

@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srp_megatron.data import compat
 from srp_megatron.data.loss_policy import DEFAULT_POLICY, PRESET_KEY, LossPolicy
 from srp_megatron.errors import SRPError
+
+if TYPE_CHECKING:
+    from srp_megatron.data.dataset import ReflectionGPTDatasetConfig
 
 #: Megatron-LM argument -> GPTDatasetConfig field, as pretrain_gpt.py's core_gpt_dataset_config_from_args
 #: maps them. Fields the installed megatron-core lacks, and arguments an older Megatron-LM lacks, are skipped.
@@ -81,7 +84,9 @@ def loss_policy_from_args(args: Any) -> LossPolicy:
     return LossPolicy.from_mapping({PRESET_KEY: args.srp_loss_policy, **overrides}, source="--srp-loss-override")
 
 
-def dataset_config_from_args(args: Any, tokenizer: Any, blend: Any, blend_per_split: Any):
+def dataset_config_from_args(
+    args: Any, tokenizer: Any, blend: Any, blend_per_split: Any
+) -> ReflectionGPTDatasetConfig:
     """``ReflectionGPTDatasetConfig`` from Megatron-LM's parsed arguments (incl. the ``--srp-*`` flags)."""
     from srp_megatron.data.dataset import ReflectionGPTDatasetConfig
 
@@ -91,7 +96,7 @@ def dataset_config_from_args(args: Any, tokenizer: Any, blend: Any, blend_per_sp
     if not hasattr(args, "srp_loss_policy"):
         raise SRPError("the --srp-* flags are missing: pass extra_args_provider=srp_megatron.data.extra_args_provider")
     fields = compat.gpt_config_fields()
-    kwargs = {field: getattr(args, arg) for arg, field in _ARG_TO_FIELD.items() if field in fields and hasattr(args, arg)}
+    kwargs = {f: getattr(args, arg) for arg, f in _ARG_TO_FIELD.items() if f in fields and hasattr(args, arg)}
     if "sequence_parallel_size" in fields:
         kwargs["sequence_parallel_size"] = args.tensor_model_parallel_size * args.sequence_parallel
     if getattr(args, "per_dataset_sequences_path", None):
