@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from srp_megatron import __version__
 from srp_megatron.errors import SRPError
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         setattr(args, dest, [*(getattr(args, dest) or []), *extra])
+    # megatron-core warns at import when TE/Apex are absent; on CPU that is expected, and the driver says so once.
+    warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args._main(args) or 0)
