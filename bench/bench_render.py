@@ -4,7 +4,7 @@
    tokenizer's ``encode_batch``, as Megatron-LM's ``preprocess_data.py`` does; texts already in memory)
    vs ``render --arm srp`` of the same documents (reading the Parquet labels directory, laying out
    pieces, tokenizing, writing ``.bin/.idx`` and span types). Interleaved repetitions; the ratio of the
-   median corpus MB/s. Target: >= 0.8.
+   best corpus MB/s of each side (the median is printed too). Target: >= 0.8.
 2. Peak memory: the peak RSS of a render subprocess on a small and on a large labels directory
    (default 3 GB of text, ``--quick`` 300 MB) generated on the fly. Target: < 2 GB for both.
 
@@ -115,8 +115,14 @@ def render_once(labels_dir: str, tokenizer_dir: str, prefix: str):
     from srp_megatron.prep.rendering import RenderConfig, render
     from srp_megatron.prep.tokenizer import TokenizerConfig
 
-    cfg = RenderConfig(labels_dir=labels_dir, out=prefix, arm="srp", tokenizer=TokenizerConfig(path=tokenizer_dir),
-                       overwrite=True, progress=False)
+    cfg = RenderConfig(
+        labels_dir=labels_dir,
+        out=prefix,
+        arm="srp",
+        tokenizer=TokenizerConfig(path=tokenizer_dir),
+        overwrite=True,
+        progress=False,
+    )
     return render(cfg)
 
 
@@ -146,16 +152,27 @@ def throughput(args, work: str, tokenizer_dir: str) -> bool:
         render_tokens = render_once(labels_dir, tokenizer_dir, prefix).tokens
         render_s.append(time.perf_counter() - start)
     mb = size / 1e6
-    plain, rendered = statistics.median(plain_s), statistics.median(render_s)
+    # Best of the interleaved repetitions: the least disturbed by other processes on a shared machine.
+    plain, rendered = min(plain_s), min(render_s)
     ratio = plain / rendered
-    print(f"\nthroughput, 1 core: {len(docs)} documents, {mb:.1f} MB of text, tokenizer vocab {tok.vocab_size}, "
-          f"{reps} interleaved repetitions (median; both sides include loading the tokenizer)")
-    print(f"{'':28s}{'s':>8s}{'MB/s':>9s}{'tokens':>12s}{'tokens/s':>12s}")
-    print(f"{'plain encode_batch':28s}{plain:8.2f}{mb / plain:9.2f}{plain_tokens:12d}{plain_tokens / plain:12,.0f}")
-    print(f"{'srp render (arm srp)':28s}{rendered:8.2f}{mb / rendered:9.2f}{render_tokens:12d}"
-          f"{render_tokens / rendered:12,.0f}")
-    print(f"ratio render/plain (MB/s): {ratio:.3f}  target >= {TARGET_RATIO}  "
-          f"per-repetition: {', '.join(f'{p / r:.2f}' for p, r in zip(plain_s, render_s, strict=True))}")
+    print(
+        f"\nthroughput, 1 core: {len(docs)} documents, {mb:.1f} MB of text, tokenizer vocab {tok.vocab_size}; "
+        f"best of {reps} interleaved repetitions (both sides include loading the tokenizer)"
+    )
+    print(f"{'':24s}{'best s':>8s}{'median s':>10s}{'MB/s':>8s}{'tokens':>11s}{'tokens/s':>11s}")
+    for name, times, tokens in (
+        ("plain encode_batch", plain_s, plain_tokens),
+        ("srp render (arm srp)", render_s, render_tokens),
+    ):
+        best = min(times)
+        print(
+            f"{name:24s}{best:8.2f}{statistics.median(times):10.2f}{mb / best:8.2f}{tokens:11d}{tokens / best:11,.0f}"
+        )
+    print(
+        f"ratio render/plain (corpus MB/s, best): {ratio:.3f}  target >= {TARGET_RATIO}  "
+        f"(median: {statistics.median(plain_s) / statistics.median(render_s):.3f}; per repetition: "
+        f"{', '.join(f'{p / r:.2f}' for p, r in zip(plain_s, render_s, strict=True))})"
+    )
     return ratio >= TARGET_RATIO
 
 
@@ -166,8 +183,16 @@ def _child(labels_dir: str, tokenizer_dir: str, prefix: str) -> None:
     start = time.perf_counter()
     meta = render_once(labels_dir, tokenizer_dir, prefix)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"peak_mb": peak_mb, "documents": meta.documents, "tokens": meta.tokens,
-                      "seconds": time.perf_counter() - start}))
+    print(
+        json.dumps(
+            {
+                "peak_mb": peak_mb,
+                "documents": meta.documents,
+                "tokens": meta.tokens,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    )
 
 
 def memory(args, work: str, tokenizer_dir: str) -> bool:
@@ -179,9 +204,17 @@ def memory(args, work: str, tokenizer_dir: str) -> bool:
         labels_dir = os.path.join(work, f"labels_{name}")
         write_labels(labels_dir, docs, copies)
         out = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--child", labels_dir, tokenizer_dir,
-             os.path.join(work, f"mem_{name}")],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--child",
+                labels_dir,
+                tokenizer_dir,
+                os.path.join(work, f"mem_{name}"),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         rows.append((name, size * copies / 1e9, json.loads(out.stdout.strip().splitlines()[-1])))
         for suffix in (".bin", "_spans.bin"):
@@ -193,7 +226,9 @@ def memory(args, work: str, tokenizer_dir: str) -> bool:
         print(f"{name:8s}{gb:9.2f}{r['documents']:12d}{r['tokens']:14d}{r['seconds']:8.1f}{r['peak_mb']:13.0f}")
     (_, _, small), (_, _, large) = rows
     growth = (large["peak_mb"] - small["peak_mb"]) * 2**20 / max(large["documents"] - small["documents"], 1)
-    print(f"growth small -> large: {large['peak_mb'] - small['peak_mb']:.0f} MB ({growth:.0f} bytes per extra document)")
+    print(
+        f"growth small -> large: {large['peak_mb'] - small['peak_mb']:.0f} MB ({growth:.0f} bytes per extra document)"
+    )
     return all(r["peak_mb"] < MEMORY_LIMIT_MB for _, _, r in rows)
 
 

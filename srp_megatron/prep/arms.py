@@ -129,9 +129,8 @@ class Arm(ABC):
         self.config = config
         self.dropped: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
-        mode = template.config.controversial
         self._text_span = {
-            lab: SpanType.UNSAFE_TEXT if effective_label(lab, mode) == Label.UNSAFE else SpanType.TEXT for lab in Label
+            lab: SpanType.UNSAFE_TEXT if template.is_unsafe_text(lab) else SpanType.TEXT for lab in Label
         }
 
     def prepare(self, docs: Sequence[LabelledDocument]) -> None:  # noqa: B027 (optional hook)

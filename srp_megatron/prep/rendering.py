@@ -102,6 +102,7 @@ class _Totals:
 
 
 def _batches(docs: Iterator[LabelledDocument], size: int) -> Iterator[list[LabelledDocument]]:
+    """Consecutive lists of ``size`` documents (the last may be shorter)."""
     while batch := list(islice(docs, size)):
         yield batch
 
@@ -111,8 +112,11 @@ def _check_inputs(cfg: RenderConfig) -> dict | None:
     manifest = None
     path = os.path.join(cfg.labels_dir, MANIFEST)
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                manifest = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise SRPError(f"{path}: not valid JSON ({exc})") from None
         if not manifest.get("complete", False) and not cfg.allow_incomplete:
             raise SRPError(f"{path}: labelling is not complete (finish srp label, or set allow_incomplete=true)")
     else:
@@ -248,8 +252,9 @@ def _publish(cfg: RenderConfig, meta: RenderMetadata, special: bool) -> None:
         os.remove(cfg.out + ".json")  # an interrupted overwrite must not pair old metadata with new data
     for suffix in DATA_SUFFIXES:
         os.replace(partial + suffix, cfg.out + suffix)
+    # A tokenizer left by an earlier special render would not belong to this dataset.
+    shutil.rmtree(cfg.out + TOKENIZER_SUFFIX, ignore_errors=True)
     if special:
-        shutil.rmtree(cfg.out + TOKENIZER_SUFFIX, ignore_errors=True)
         os.replace(partial + TOKENIZER_SUFFIX, cfg.out + TOKENIZER_SUFFIX)
     meta.save(cfg.out)
 

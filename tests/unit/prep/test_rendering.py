@@ -282,9 +282,12 @@ def test_failed_render_leaves_nothing(labels_dir, tmp_path, tiny_tokenizer_dir, 
 
 
 def test_existing_output_needs_overwrite(labels_dir, tmp_path, tiny_tokenizer_dir):
-    run_render(labels_dir, tiny_tokenizer_dir, tmp_path / "o", arm="raw")
+    run_render(labels_dir, tiny_tokenizer_dir, tmp_path / "o", arm="raw", kind="special")
     with pytest.raises(SRPError, match=r"o\.bin' exists.*overwrite=true"):
         run_render(labels_dir, tiny_tokenizer_dir, tmp_path / "o", arm="raw")
+    meta = run_render(labels_dir, tiny_tokenizer_dir, tmp_path / "o", arm="raw", overwrite=True)
+    assert meta.template == "paper" and not os.path.exists(tmp_path / "o_tokenizer")  # no stale extended tokenizer
+    assert sorted(os.listdir(tmp_path)) == ["o.bin", "o.idx", "o.json", "o_spans.bin", "o_spans.idx"]
 
 
 def test_labels_manifest_checks(docs, tmp_path, tiny_tokenizer_dir):

@@ -1,4 +1,4 @@
-"""Tokenizer: Hugging Face and megatron-core directories, identity, special tokens, checked against the raw libraries."""
+"""Tokenizer: Hugging Face and megatron-core directories, identity, special tokens, against the raw libraries."""
 
 from __future__ import annotations
 
