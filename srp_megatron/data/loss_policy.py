@@ -125,7 +125,7 @@ class LossPolicy:
             path = _preset_path(str(preset))
             actions.update(_parse_actions(load_yaml(path), path))
         overrides = _parse_actions(values, source)
-        # Enum members, not their YAML spelling: omegaconf 2.3 would match `train` against member names.
+        # Checked above so errors name the file or mapping and list the span types; typed here.
         config = load_config(LossPolicyConfig, values={**actions, **overrides})
         if preset is None:
             name = "custom"
