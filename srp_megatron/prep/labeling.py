@@ -147,8 +147,7 @@ class _Worker:
             if isinstance(doc, BadRecord):
                 results.append(DocResult(doc.doc_index, doc.location, reason=doc.reason, detail=doc.detail))
                 continue
-            res = DocResult(doc.doc_index, doc.location, chars=len(doc.text))
-            results.append(res)
+            results.append(res := DocResult(doc.doc_index, doc.location, chars=len(doc.text)))
             split = self._split(doc)
             if isinstance(split, LabelFailure):
                 res.reason, res.detail = split.reason, split.detail
@@ -168,10 +167,8 @@ class _Worker:
     def _split(self, doc: Document) -> tuple[list[str], list[str | None]] | LabelFailure:
         if self.oracle is not None:
             parsed = self.oracle.presegment(doc.row, doc.text)
-            if isinstance(parsed, Presegmented):
-                return parsed.segments, parsed.rewrites
-            if isinstance(parsed, LabelFailure):
-                return parsed
+            if parsed is not None:  # the row brings its own segmentation (or a reason it cannot)
+                return (parsed.segments, parsed.rewrites) if isinstance(parsed, Presegmented) else parsed
         segments = self.segmenter.split(doc.text)
         return segments, [None] * len(segments)
 
@@ -249,6 +246,8 @@ class _UnitWriter:
         """Add a batch's results; finishing the previous unit first if this batch starts a new one."""
         if unit != self.unit:
             self.flush()
+            if unit > 999_999:  # unit file names must keep sorting in stream order
+                raise SRPError("the input has more than 999,999 units of work: raise docs_per_unit")
             self.unit, self.identity, self.docs = unit, identity, []
             self.stats = {"docs_in": 0, "docs_ok": 0, "segments": 0, "chars": 0,
                           "docs_skipped": Counter(), "labels": Counter(), "categories": Counter()}
