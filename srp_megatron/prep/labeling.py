@@ -19,7 +19,6 @@ import glob
 import json
 import logging
 import os
-import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -46,7 +45,6 @@ from srp_megatron.prep.segments_io import MANIFEST, LabelledDocument
 
 logger = logging.getLogger(__name__)
 
-_SECRET_KEY = re.compile(r"(^|_)(api_key|key|secret|password|token)$")
 
 
 @dataclass
@@ -107,11 +105,14 @@ def build_labeler(cfg: LabelConfig) -> Labeler:
 
 
 def output_config(cfg: LabelConfig) -> dict:
-    """The settings that determine the output (no secrets, workers or shard layout); stored and compared."""
+    """The output-determining settings, stored and compared on resume: no workers, shard layout or a labeler
+    section's ``runtime_fields`` (class attribute naming knobs, like concurrency, that keep labels). Sections
+    hold no secrets (the openai labeler reads its key from an environment variable)."""
     from srp_megatron.config import to_dict
 
     full, name = to_dict(cfg), cfg.labeler.replace("-", "_")
-    section = {k: ("<redacted>" if _SECRET_KEY.search(k) else v) for k, v in full[name].items()}
+    runtime = getattr(getattr(cfg, name), "runtime_fields", ())  # a section's knobs that cannot change labels
+    section = {k: v for k, v in full[name].items() if k not in runtime}
     return {**{k: full[k] for k in ("inputs", "labeler", "reader", "segmenter", "docs_per_unit")}, name: section}
 
 
@@ -328,8 +329,7 @@ def _write_manifest(cfg: LabelConfig, config: dict, stream: StreamStats) -> dict
     manifest = build_manifest(cfg, config, stream)
     write_json_atomic(manifest, path, f".{cfg.shard_index}.tmp")
     if not manifest["complete"] and cfg.num_shards > 1:
-        # A shard finishing while we counted saw our units done and wrote a complete manifest just before
-        # ours; counting again after our write guarantees that the last write of the array job is complete.
+        # a shard that finished while we counted may have written first: recount so the last write is complete
         again = build_manifest(cfg, config, stream)
         if again != manifest:
             write_json_atomic(again, path, f".{cfg.shard_index}.tmp")

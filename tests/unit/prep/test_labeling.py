@@ -208,3 +208,14 @@ def test_config_rules(values, match):
     base = {"inputs": ["x.jsonl"], "out": "o", "labeler": "keyword"}
     with pytest.raises(ConfigError, match=match):
         load_config(LabelConfig, values={**base, **values})
+
+
+def test_output_config_leaves_out_runtime_knobs(monkeypatch):
+    from srp_megatron.prep.labeling import output_config
+
+    cfg = make_config(["x.jsonl"], "o", labeler="openai", workers=3, openai={"concurrency": 3})
+    assert output_config(cfg)["openai"]["concurrency"] == 3
+    monkeypatch.setattr(type(cfg.openai), "runtime_fields", ("concurrency",), raising=False)
+    got = output_config(cfg)
+    assert set(got) == {"inputs", "labeler", "reader", "segmenter", "docs_per_unit", "openai"}
+    assert "concurrency" not in got["openai"] and got["openai"]["model"] == cfg.openai.model
