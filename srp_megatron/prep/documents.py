@@ -111,6 +111,7 @@ def parse_record(
     """Decode and check one record; ``text_from_row`` supplies the text of rows without a text field (oracle)."""
 
     def bad(reason: str, detail: str = "") -> BadRecord:
+        """This record, skipped for ``reason``."""
         return BadRecord(raw.doc_index, raw.location, reason, detail)
 
     if raw.reason is not None:

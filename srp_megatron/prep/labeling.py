@@ -209,6 +209,7 @@ def _batch_labeller(cfg: LabelConfig) -> Iterator[Callable[[Iterator], Iterator]
     with multiprocessing.get_context("spawn").Pool(cfg.workers, _init_pool_worker, (cfg,)) as pool:
 
         def ordered(batches: Iterator) -> Iterator:
+            """Results of ``batches`` in order."""
             window: deque = deque()  # at most 2 batches per worker in flight: memory stays bounded
             failure = None
             try:

@@ -70,7 +70,7 @@ class Segmenter:
         self._boundary = re.compile(re.sub(r"^(\[(?:\\.|[^\]\\])+\])\+", r"\1\1*", config.boundary_regex))
 
     def sentences(self, text: str) -> list[str]:
-        """The sentences of ``text`` (each with its end punctuation and trailing whitespace); they concatenate to it."""
+        """Sentences of ``text`` with their end punctuation and trailing whitespace (they concatenate to it)."""
         bounds = self._bounds(text)
         return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 

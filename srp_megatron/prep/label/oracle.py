@@ -70,7 +70,8 @@ class OracleLabeler(Labeler):
         if items is None:
             return None
         if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
-            return LabelFailure("oracle_invalid_segments", f"'{cfg.segments_field}' must be a non-empty list of objects")
+            detail = f"'{cfg.segments_field}' must be a non-empty list of objects"
+            return LabelFailure("oracle_invalid_segments", detail)
         segments, labels, rewrites = [], [], []
         for n, item in enumerate(items):
             seg_text, rewrite = item.get(cfg.segment_text_key), item.get(cfg.rewrite_key)
@@ -83,7 +84,8 @@ class OracleLabeler(Labeler):
             labels.append(label)
             rewrites.append(rewrite)
         if text is not None and "".join(segments) != text:
-            return LabelFailure("oracle_text_mismatch", f"the texts of '{cfg.segments_field}' do not concatenate to the text")
+            detail = f"the texts of '{cfg.segments_field}' do not concatenate to the text"
+            return LabelFailure("oracle_text_mismatch", detail)
         return Presegmented(segments, labels, rewrites)
 
     def _label(self, obj: dict, where: str) -> SegmentLabel | LabelFailure:

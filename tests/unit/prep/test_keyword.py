@@ -64,7 +64,8 @@ def reference_labels(segments, rules):
 
 
 PIECES = [
-    "pipe", "Pipe", "bomb", "BOMBS", "bombé", "kill", "killing", "a", "my", "neighbour", "wife", "hide", "the", "body",
+    "pipe", "Pipe", "bomb", "BOMBS", "bombé", "kill", "killing", "a", "my", "neighbour", "wife", "hide", "the",
+    "body",
     "launder", "money", "social", "security", "number", "is", "078-05-1120", "4111 1111 1111 1111", "4111-1111",
     "suicide", "with", "pills", "without", "getting", "caught", "self", "harm", "café", "水", "torrent", "cocaine",
     "build", "homemade", "an", "explosive", "water", "cycle", "1998", "instructions", "for",
