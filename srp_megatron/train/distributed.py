@@ -1,0 +1,204 @@
+"""Process groups and seeds: torchrun or a single process, gloo on CPU, nccl on GPU.
+
+``srp pretrain`` runs either directly (one process; CPU or one GPU) or under ``torchrun`` /
+``srun`` (the ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` variables).
+Model parallelism is megatron-core's ``parallel_state``; seeds follow Megatron-LM's
+``_set_random_seed`` (``seed + 100 * pp_rank``; the model-parallel CUDA RNG tracker on GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import random
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits: global rank, world size, local rank and the device it computes on."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: Any
+    """``torch.device``: ``cuda:LOCAL_RANK`` on GPU, ``cpu`` otherwise."""
+
+    @property
+    def is_last_rank(self) -> bool:
+        """True on the rank that logs (the last one holds the last pipeline stage, like Megatron-LM)."""
+        return self.rank == self.world_size - 1
+
+    @property
+    def on_gpu(self) -> bool:
+        """True when computing on CUDA."""
+        return self.device.type == "cuda"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    try:
+        return default if value in (None, "") else int(value)
+    except ValueError:
+        from srp_megatron.errors import SRPError
+
+        raise SRPError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def init_distributed(
+    *,
+    use_cuda: bool,
+    tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
+    virtual_pipeline_parallel: int | None = None,
+    context_parallel: int = 1,
+    timeout_minutes: int = 30,
+) -> DistEnv:
+    """Initialise ``torch.distributed`` and megatron's model-parallel groups (idempotent per process)."""
+    import torch
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if not use_cuda:
+        from srp_megatron.train.cpu import apply_cpu_accommodations
+
+        apply_cpu_accommodations()
+        device = torch.device("cpu")
+    else:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    if not dist.is_initialized():
+        kwargs: dict[str, Any] = {"timeout": datetime.timedelta(minutes=timeout_minutes)}
+        if "MASTER_ADDR" not in os.environ:
+            if world != 1:
+                from srp_megatron.errors import SRPError
+
+                raise SRPError(f"WORLD_SIZE={world} but MASTER_ADDR is not set: launch with torchrun (or srun)")
+            # A direct launch: a private rendezvous on loopback, so two runs on one host never collide.
+            kwargs["init_method"] = f"tcp://127.0.0.1:{_free_port()}"
+        if use_cuda:
+            kwargs["device_id"] = device  # eager NCCL init, as Megatron-LM does
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world, **kwargs)
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=tensor_parallel,
+            pipeline_model_parallel_size=pipeline_parallel,
+            virtual_pipeline_model_parallel_size=virtual_pipeline_parallel,
+            context_parallel_size=context_parallel,
+            distributed_timeout_minutes=timeout_minutes,
+        )
+    env = DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=device)
+    logger.info(
+        "rank %d/%d on %s: TP=%d PP=%d VPP=%s CP=%d DP=%d", rank, world, device, tensor_parallel,
+        pipeline_parallel, virtual_pipeline_parallel, context_parallel,
+        parallel_state.get_data_parallel_world_size(),
+    )
+    return env
+
+
+def set_seeds(seed: int, use_cuda: bool) -> None:
+    """Seed Python, NumPy and torch like Megatron-LM: ``seed + 100 * pp_rank``; CUDA RNG tracker on GPU.
+
+    Tensor-parallel ranks share the seed, so ``use_cpu_initialization`` weights are identical at any TP.
+    """
+    import numpy as np
+    import torch
+    from megatron.core import parallel_state
+
+    stage_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
+    random.seed(stage_seed)
+    np.random.seed(stage_seed)
+    torch.manual_seed(stage_seed)
+    if use_cuda:
+        from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+
+        model_parallel_cuda_manual_seed(stage_seed)
+    else:
+        from srp_megatron.train.cpu import initialize_cpu_rng_tracker
+
+        initialize_cpu_rng_tracker()
+
+
+def data_parallel_info() -> tuple[int, int]:
+    """``(dp_rank, dp_size)`` of this process (context-parallel ranks share data)."""
+    from megatron.core import parallel_state
+
+    return parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
+
+
+def barrier() -> None:
+    """A barrier over all ranks (no-op before initialisation)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def teardown() -> None:
+    """Destroy megatron's model-parallel groups and the default process group."""
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def cuda_calls_on_cpu() -> Iterator[None]:
+    """CPU accommodation (4): run megatron code that hard-codes CUDA (optimizer, checkpoint I/O) on the CPU.
+
+    megatron's optimizer creates its scalars with ``device='cuda'`` and asserts ``torch.cuda.FloatTensor``
+    gradients; ``dist_checkpointing`` calls ``torch.cuda.synchronize()``. Inside this context (CPU only;
+    a no-op with CUDA) ``cuda`` factory calls get the CPU, CPU tensors report CUDA type names, ``.cuda()``
+    stays on the CPU and ``synchronize`` does nothing. NOTE: belongs with the other accommodations in
+    ``train/cpu.py`` (owned by the lead); it lives here until it moves there.
+    """
+    import torch
+
+    from srp_megatron.train.cpu import cuda_absent
+
+    if not cuda_absent():
+        yield
+        return
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._device import _device_constructors
+
+    constructors = _device_constructors()
+
+    class _CudaOnCpu(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.Tensor.cuda:
+                return args[0]
+            device = kwargs.get("device")
+            if device is not None and func in constructors and torch.device(device).type == "cuda":
+                kwargs["device"] = "cpu"
+            out = func(*args, **kwargs)
+            if func is torch.Tensor.type and len(args) == 1 and not kwargs and isinstance(out, str):
+                return out.replace("torch.", "torch.cuda.", 1)
+            return out
+
+    synchronize = torch.cuda.synchronize
+    torch.cuda.synchronize = lambda device=None: None
+    try:
+        with _CudaOnCpu():
+            yield
+    finally:
+        torch.cuda.synchronize = synchronize

@@ -1,0 +1,448 @@
+"""Train a megatron-core ``GPTModel`` on rendered SRP datasets: ``srp pretrain CONFIG [key=value ...]``.
+
+Run it directly (one process: CPU, or one GPU) or under ``torchrun`` / ``srun`` for several GPUs and
+nodes. CONFIG is a YAML file or a name in ``conf/pretrain/`` (``tiny-cpu``, ``smollm2-1.7b-srp``,
+``llama3-8b-srp-fp8``, ``llama3-70b-srp``); overrides are dotted keys, e.g. ``training.train_iters=100
+data.paths=[/data/fineweb_srp]``. Outputs go to ``logging.run_dir``: the resolved ``config.yaml``,
+``metrics.jsonl``, TensorBoard events and checkpoints. A run resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from functools import partial
+from typing import Any
+
+from srp_megatron.errors import SRPError
+from srp_megatron.train.config import Device, PretrainConfig, load_pretrain_config
+
+logger = logging.getLogger(__name__)
+
+
+def _use_cuda(device: Device) -> bool:
+    import torch
+
+    if device == Device.cuda and not torch.cuda.is_available():
+        raise SRPError("device=cuda but CUDA is not available here: use device=auto or device=cpu")
+    return device == Device.cuda or (device == Device.auto and torch.cuda.is_available())
+
+
+def _tokenizer_path(cfg: PretrainConfig) -> str:
+    """``data.tokenizer``, else the tokenizer the first dataset was rendered with."""
+    if cfg.data.tokenizer:
+        return cfg.data.tokenizer
+    from srp_megatron.prep.rendered import RenderMetadata
+
+    prefix = cfg.data.all_prefixes()[0]
+    try:
+        return RenderMetadata.load(prefix).tokenizer["path"]
+    except FileNotFoundError as exc:
+        raise SRPError(f"{exc}; or set data.tokenizer to the tokenizer directory") from None
+
+
+class Trainer:
+    """One SRP pretraining run, built in this order: validation, distributed, seeds, tokenizer, model,
+    optimizer, scheduler, data, checkpoint resume, metrics. ``train()`` runs it; ``close()`` ends it."""
+
+    def __init__(self, cfg: PretrainConfig):
+        from srp_megatron.prep.rendered import SpanType
+        from srp_megatron.prep.tokenizer import load_tokenizer
+        from srp_megatron.train import distributed
+        from srp_megatron.train.data import BatchSpec
+        from srp_megatron.train.validation import validate_layout
+
+        self.cfg = cfg
+        t, p = cfg.training, cfg.parallel
+        use_cuda = _use_cuda(cfg.device)
+        if p.tp_comm_overlap:
+            raise SRPError("parallel.tp_comm_overlap=true is not supported by srp pretrain (it needs TE userbuffers "
+                           "set up per job): set it false")
+        validate_layout(cfg.model, cfg.precision, p, world_size=int(os.environ.get("WORLD_SIZE", "1")),
+                        gpu=None if use_cuda else "cpu", seq_length=t.seq_length,
+                        micro_batch_size=t.micro_batch_size, global_batch_size=t.global_batch_size,
+                        recompute=t.recompute.value, recompute_num_layers=t.recompute_num_layers)
+        self.env = distributed.init_distributed(
+            use_cuda=use_cuda, tensor_parallel=p.tp, pipeline_parallel=p.pp,
+            virtual_pipeline_parallel=p.virtual_pipeline_model_parallel_size, context_parallel=p.cp)
+        distributed.set_seeds(t.seed, use_cuda)
+        self.tokenizer = load_tokenizer(_tokenizer_path(cfg))
+        self.dp_rank, self.dp_size = distributed.data_parallel_info()
+        self.num_microbatches = t.global_batch_size // (t.micro_batch_size * self.dp_size)
+        self.span_names = [s.name.lower() for s in SpanType] if cfg.data.return_span_types else []
+        self.batch_spec = BatchSpec(t.micro_batch_size, t.seq_length, attention_mask=not self._uses_te(),
+                                    span_types=cfg.data.return_span_types)
+        self.model = self._build_model()
+        self._build_optimizer_and_scheduler()
+        self.train_ds, self.valid_ds = self._build_datasets()
+        self.iteration, self.consumed_samples = 0, 0
+        ck = cfg.checkpoint
+        if ck.save_at_end or ck.save_interval or t.exit_interval:
+            from srp_megatron.train.checkpoint import require_checkpoint_dependencies
+
+            require_checkpoint_dependencies()
+        self._resume()
+        self.train_iterators = self._iterators(self.train_ds, self.consumed_samples)
+        self.metrics = self._build_metrics()
+        self._write_run_config()
+
+    # -- construction ------------------------------------------------------------------------------
+    def _uses_te(self) -> bool:
+        from srp_megatron.train.model import te_available
+
+        return self.env.on_gpu and te_available()
+
+    def _build_model(self) -> list:
+        """Model chunks (one per virtual pipeline stage), on device, 16-bit wrapped, in megatron's DDP."""
+        import torch
+        from megatron.core import parallel_state, tensor_parallel
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+        from megatron.core.transformer.module import Float16Module
+
+        from srp_megatron.train.model import build_gpt_model, build_transformer_config
+
+        cfg = self.cfg
+        self.tconfig = build_transformer_config(
+            cfg.model, cfg.precision, cfg.parallel, recompute=cfg.training.recompute.value,
+            recompute_num_layers=cfg.training.recompute_num_layers, use_te=self._uses_te(),
+            calculate_per_token_loss=True,  # loss = sum over the global batch / its trained tokens
+        )
+        vpp = cfg.parallel.virtual_pipeline_model_parallel_size
+        ddp_config = DistributedDataParallelConfig(**cfg.precision.ddp_config_kwargs(),
+                                                   **cfg.parallel.ddp_config_kwargs())
+        chunks = []
+        for vp_stage in range(vpp) if vpp else [None]:
+            chunk = build_gpt_model(
+                cfg.model, cfg.precision, cfg.parallel, vocab_size=self.tokenizer.vocab_size,
+                max_sequence_length=cfg.training.seq_length, config=self.tconfig, use_te=self._uses_te(),
+                pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
+                post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
+                vp_stage=vp_stage,
+            )
+            for param in chunk.parameters():
+                tensor_parallel.set_defaults_if_not_set_tensor_model_parallel_attributes(param)
+            if self.env.on_gpu:
+                chunk.cuda(torch.cuda.current_device())
+            if self.tconfig.bf16 or self.tconfig.fp16:
+                chunk = Float16Module(self.tconfig, chunk)
+            chunks.append(DistributedDataParallel(self.tconfig, ddp_config, chunk, disable_bucketing=bool(vp_stage)))
+        params = sum(p.numel() for c in chunks for p in c.parameters())
+        logger.info("rank %d: %d parameters on this (TP, PP) rank", self.env.rank, params)
+        return chunks
+
+    def _build_optimizer_and_scheduler(self) -> None:
+        from megatron.core.distributed import finalize_model_grads
+
+        from srp_megatron.train.optim import build_optimizer, build_scheduler
+
+        cfg, tc = self.cfg, self.tconfig
+        self.optimizer = build_optimizer(
+            self.model, cfg.optimizer, bf16=tc.bf16, fp16=tc.fp16, params_dtype=tc.params_dtype,
+            use_distributed_optimizer=cfg.parallel.use_distributed_optimizer,
+            overlap_param_gather=cfg.parallel.overlap_param_gather,
+            fp8_recipe=tc.fp8_recipe if tc.fp8 else None,
+        )
+        self.scheduler = build_scheduler(self.optimizer, cfg.optimizer, cfg.scheduler,
+                                         train_iters=cfg.training.train_iters,
+                                         global_batch_size=cfg.training.global_batch_size)
+        # As Megatron-LM's train(): the schedules call these hooks.
+        tc.grad_scale_func = self.optimizer.scale_loss
+        tc.finalize_model_grads_func = finalize_model_grads
+        if cfg.parallel.overlap_grad_reduce:
+            tc.no_sync_func = [c.no_sync for c in self.model] if len(self.model) > 1 else self.model[0].no_sync
+            tc.grad_sync_func = (
+                [c.start_grad_sync for c in self.model] if len(self.model) > 1 else self.model[0].start_grad_sync
+            )
+
+    def _build_datasets(self) -> tuple:
+        from srp_megatron.train.data import build_datasets
+
+        t = self.cfg.training
+        evals = t.train_iters // t.eval_interval + 1 if t.eval_interval else 0
+        sizes = [t.train_iters * t.global_batch_size, evals * t.eval_iters * t.global_batch_size, 0]
+        return build_datasets(self.cfg.data, self.tokenizer, sizes, seq_length=t.seq_length, seed=t.seed,
+                              cache_dir=self.cfg.data_cache_dir, create_attention_mask=self.batch_spec.attention_mask)
+
+    def _iterators(self, dataset: Any, consumed: int) -> list:
+        """One data iterator per model chunk (None where the chunk reads no data, as Megatron-LM)."""
+        from megatron.core import parallel_state
+
+        from srp_megatron.train.data import build_loader
+
+        t = self.cfg.training
+        loader = build_loader(dataset, consumed, t.micro_batch_size, self.cfg.data.num_workers, self.env.on_gpu)
+        out = []
+        for chunk in self.model:
+            vp = getattr(chunk.module if hasattr(chunk, "module") else chunk, "vp_stage", None)
+            needs = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp) or \
+                parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp)
+            out.append(iter(loader) if loader is not None and needs else None)
+        return out
+
+    def _resume(self) -> None:
+        from srp_megatron.train.checkpoint import ResumeMode, latest_iteration, load_checkpoint
+
+        mode = self.cfg.checkpoint.resume
+        if mode == ResumeMode.never:
+            return
+        if latest_iteration(self.cfg.load_dir) is None:
+            if mode == ResumeMode.required:
+                raise SRPError(f"checkpoint.resume=required but '{self.cfg.load_dir}' holds no checkpoint")
+            return
+        progress = load_checkpoint(self.cfg.load_dir, self.model, self.optimizer, self.scheduler,
+                                   use_distributed_optimizer=self.cfg.parallel.use_distributed_optimizer,
+                                   on_gpu=self.env.on_gpu)
+        self.load_state_dict(progress)
+
+    def _build_metrics(self):
+        from srp_megatron.train.metrics import MetricsProcessor, num_floating_point_operations, peak_flops_per_gpu
+
+        t = self.cfg.training
+        flops = num_floating_point_operations(self.tconfig, self.model_vocab_size, t.seq_length, t.global_batch_size)
+        peak = None
+        if self.env.on_gpu:
+            import torch
+
+            peak = peak_flops_per_gpu(torch.cuda.get_device_name())
+        from srp_megatron.config.loader import to_dict
+
+        return MetricsProcessor(
+            self.cfg.logging, writer=self.env.is_last_rank, train_iters=t.train_iters,
+            tokens_per_step=t.global_batch_size * t.seq_length, flops_per_step=flops,
+            num_gpus=self.env.world_size if self.env.on_gpu else 0, peak_flops=peak, run_config=to_dict(self.cfg),
+        )
+
+    @property
+    def model_vocab_size(self) -> int:
+        """The padded vocabulary the output layer has."""
+        from srp_megatron.train.model import padded_vocab_size
+
+        return padded_vocab_size(self.cfg.model, self.cfg.parallel.tp, self.tokenizer.vocab_size)
+
+    def _write_run_config(self) -> None:
+        if self.env.rank != 0:
+            return
+        from srp_megatron.config.loader import to_yaml
+
+        os.makedirs(self.cfg.logging.run_dir, exist_ok=True)
+        with open(os.path.join(self.cfg.logging.run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(to_yaml(self.cfg))
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Training progress: iteration and data position (saved in every checkpoint)."""
+        return {"iteration": self.iteration, "consumed_train_samples": self.consumed_samples}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore training progress."""
+        self.iteration = int(state["iteration"])
+        self.consumed_samples = int(state.get("consumed_train_samples",
+                                              self.iteration * self.cfg.training.global_batch_size))
+
+    # -- one step ------------------------------------------------------------------------------
+    def _forward_step(self, data_iterator: Any, model: Any):
+        """megatron's ``forward_step_func``: a micro-batch through ``model``, with its loss function."""
+        from megatron.core.utils import get_attr_wrapped_model
+
+        from srp_megatron.train.data import get_batch
+
+        vp_stage = get_attr_wrapped_model(model, "vp_stage", allow_none=True)
+        batch = get_batch(data_iterator, self.batch_spec, self.env.device, vp_stage)
+        output = model(batch.get("tokens"), batch.get("position_ids"), batch.get("attention_mask"),
+                       labels=batch.get("labels"), loss_mask=batch.get("loss_mask"))
+        return output, partial(self._loss_func, batch.get("loss_mask"), batch.get("span_types"))
+
+    def _loss_func(self, loss_mask: Any, span_types: Any, output: Any):
+        """Megatron-LM's GPT ``loss_func`` (``sum(loss * mask)``, trained tokens) plus per-span sums.
+
+        The report is ``[loss sum, tokens, per-span loss sums..., per-span tokens...]``.
+        """
+        import torch
+
+        losses = output.view(-1).float()
+        mask = loss_mask.view(-1).float()
+        weighted = losses * mask
+        loss = torch.sum(weighted)
+        num_tokens = mask.sum().clone().detach().to(torch.int)
+        parts = [loss.detach().view(1), mask.sum().view(1)]
+        if span_types is not None:
+            k, idx = len(self.span_names), span_types.reshape(-1).long()
+            parts.append(torch.zeros(k, device=losses.device).index_add_(0, idx, weighted.detach()))
+            parts.append(torch.zeros(k, device=losses.device).index_add_(0, idx, mask))
+        return loss, num_tokens, torch.cat(parts)
+
+    def _forward_backward(self, iterators: list, forward_only: bool) -> Any:
+        """All micro-batches of one global batch; returns the report summed over DP/CP ranks (every rank)."""
+        import torch
+        import torch.distributed as dist
+        from megatron.core import parallel_state
+
+        t = self.cfg.training
+        if self.env.on_gpu:
+            from megatron.core.pipeline_parallel import get_forward_backward_func
+
+            reports = get_forward_backward_func()(
+                forward_step_func=self._forward_step, data_iterator=iterators if len(iterators) > 1 else iterators[0],
+                model=self.model, num_microbatches=self.num_microbatches, seq_length=t.seq_length,
+                micro_batch_size=t.micro_batch_size, forward_only=forward_only,
+            )
+        else:
+            reports = _forward_backward_cpu(self._forward_step, iterators[0], self.model[0], self.num_microbatches,
+                                            self.tconfig, forward_only)
+        width = 2 + 2 * len(self.span_names)
+        local = torch.stack(reports).sum(0).double() if reports else torch.zeros(width, dtype=torch.float64)
+        local = local.to(self.env.device)
+        # One all-reduce over the world gives every rank the global numbers (NaN checks agree everywhere);
+        # ranks off the last stage add zeros and TP ranks hold identical losses, hence the division.
+        dist.all_reduce(local)
+        return (local / parallel_state.get_tensor_model_parallel_world_size()).cpu()
+
+    def _check_finite(self, what: str, value: float) -> None:
+        t = self.cfg.training
+        if t.exit_on_nan and not math.isfinite(value):
+            first = self.consumed_samples
+            raise SRPError(
+                f"step {self.iteration + 1}: {what} is {value} in the global batch of training samples "
+                f"{first}..{first + t.global_batch_size - 1} (dataset indices; consumed samples before the step). "
+                "Lower optimizer.lr, check those samples, or resume from the last checkpoint"
+            )
+
+    def train_step(self) -> dict:
+        """One optimizer step: micro-batches with gradient accumulation, loss over the global trained tokens,
+        finite check, clipping and AdamW (megatron's optimizer), schedule. Returns the step's metrics."""
+        from srp_megatron.train.distributed import cuda_calls_on_cpu
+        from srp_megatron.train.optim import current_lr
+
+        for chunk in self.model:
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        report = self._forward_backward(self.train_iterators, forward_only=False)
+        metrics = self._report_metrics(report, "loss")
+        self._check_finite("the loss", metrics["loss/total(nats)"])
+        with cuda_calls_on_cpu():
+            ok, grad_norm, _ = self.optimizer.step()
+        if grad_norm is not None:
+            self._check_finite("the gradient norm", float(grad_norm))
+            metrics["optim/grad_norm"] = float(grad_norm)
+        if ok:  # False only when an fp16 loss scale overflowed: megatron skips the update
+            self.scheduler.step(increment=self.cfg.training.global_batch_size)
+        else:
+            metrics["optim/skipped_steps(count)"] = 1.0
+        self.iteration += 1
+        self.consumed_samples += self.cfg.training.global_batch_size
+        metrics["optim/lr"] = current_lr(self.optimizer)
+        return metrics
+
+    def _report_metrics(self, report: Any, group: str) -> dict:
+        from srp_megatron.train.metrics import span_loss_metrics
+
+        values = report.tolist()
+        k = len(self.span_names)
+        out = span_loss_metrics(values[2:2 + k], values[2 + k:], self.span_names, group)
+        total = values[0] / values[1] if values[1] > 0 else float("nan")
+        out[f"{group}/total(nats)"] = total  # from the loss sum itself, independent of the span split
+        out[f"tokens/{group}_trained(count)"] = values[1]
+        return out
+
+    def evaluate(self) -> dict:
+        """Validation loss (total and per span type) over ``eval_iters`` global batches from sample 0."""
+        import torch
+
+        iterators = self._iterators(self.valid_ds, 0)
+        for chunk in self.model:
+            chunk.eval()
+        total = None
+        with torch.no_grad():
+            for _ in range(self.cfg.training.eval_iters):
+                report = self._forward_backward(iterators, forward_only=True)
+                total = report if total is None else total + report
+        for chunk in self.model:
+            chunk.train()
+        return self._report_metrics(total, "loss")
+
+    def save(self) -> None:
+        """Checkpoint the run at the current iteration."""
+        from srp_megatron.train.checkpoint import save_checkpoint
+
+        save_checkpoint(self.cfg.checkpoint, self.cfg.checkpoint_dir, self.iteration, self.model, self.optimizer,
+                        self.scheduler, progress=self.state_dict(),
+                        use_distributed_optimizer=self.cfg.parallel.use_distributed_optimizer,
+                        on_gpu=self.env.on_gpu)
+
+    def train(self) -> None:
+        """Train from the current iteration to ``train_iters``: log, evaluate and save on their intervals."""
+        t, ck = self.cfg.training, self.cfg.checkpoint
+        if self.iteration >= t.train_iters:
+            logger.info("nothing to do: iteration %d >= training.train_iters=%d", self.iteration, t.train_iters)
+            return
+        self.metrics.reset_timer(self.iteration)
+        saved = None
+        while self.iteration < t.train_iters:
+            metrics = self.train_step()
+            step, last = self.iteration, self.iteration == t.train_iters
+            if self.metrics.should_log(step):
+                self.metrics.log(step, {**metrics, **self.metrics.throughput(step)}, "train")
+            if t.eval_interval and (step % t.eval_interval == 0 or last):
+                self.metrics.log(step, self.evaluate(), "valid")
+                self.metrics.reset_timer(step)
+            exiting = bool(t.exit_interval) and step % t.exit_interval == 0 and not last
+            if (ck.save_interval and step % ck.save_interval == 0) or (last and ck.save_at_end) or exiting:
+                self.save()
+                saved = step
+                self.metrics.reset_timer(step)
+            if exiting:
+                logger.info("training.exit_interval=%d reached at iteration %d: stopping (checkpoint %s)",
+                            t.exit_interval, step, saved)
+                return
+
+    def close(self) -> None:
+        """Flush metrics writers."""
+        self.metrics.close()
+
+
+def _forward_backward_cpu(forward_step, data_iterator, model, num_microbatches: int, config, forward_only: bool):
+    """CPU stand-in for megatron's ``forward_backward_no_pipelining`` (whose buffers live on CUDA): same
+    forward step, loss function, backward, no-sync accumulation and ``finalize_model_grads``."""
+    import contextlib
+
+    import torch
+
+    reports, total_tokens = [], torch.zeros([], dtype=torch.int)
+    for i in range(num_microbatches):
+        sync = contextlib.nullcontext() if forward_only or i == num_microbatches - 1 else model.no_sync()
+        with sync:
+            output, loss_func = forward_step(data_iterator, model)
+            loss, num_tokens, report = loss_func(output)
+            total_tokens += num_tokens
+            reports.append(report)
+            if not forward_only:
+                scaled = config.grad_scale_func(loss) if config.grad_scale_func is not None else loss
+                scaled.backward()
+    if not forward_only:
+        config.finalize_model_grads_func([model], total_tokens)
+    return reports
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``srp pretrain CONFIG [key=value ...]``."""
+    parser.add_argument("config", help="pretraining YAML, or a name in conf/pretrain (tiny-cpu, smollm2-1.7b-srp, ...)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. training.train_iters=100 data.paths=[/data/fineweb_srp]")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Load the config, train, and tear the process groups down on every path."""
+    from srp_megatron.train.distributed import teardown
+
+    cfg = load_pretrain_config(args.config, args.overrides)
+    trainer = None
+    try:
+        trainer = Trainer(cfg)
+        trainer.train()
+    finally:
+        if trainer is not None:
+            trainer.close()
+        teardown()
+    return 0
