@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.nodes import EnumNode
 from omegaconf.errors import OmegaConfBaseException
+from omegaconf.nodes import EnumNode
 
 from srp_megatron.errors import SRPError
 

@@ -88,7 +88,7 @@ def iter_labelled_documents(labels_dir: str, batch_rows: int = 65536) -> Iterato
         for batch in pf.iter_batches(batch_size=batch_rows):
             c = batch.to_pydict()
             for di, did, si, text, lab, cats, rw in zip(
-                c["doc_index"], c["doc_id"], c["seg_idx"], c["text"], c["label"], c["categories"], c["rewrite"]
+                c["doc_index"], c["doc_id"], c["seg_idx"], c["text"], c["label"], c["categories"], c["rewrite"], strict=True
             ):
                 if pending is not None and di != pending.doc_index:
                     yield pending

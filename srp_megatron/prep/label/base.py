@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from srp_megatron.registry import Registry
 
 
-class Label(str, enum.Enum):
+class Label(enum.StrEnum):
     """Safety verdict of a segment (Qwen3Guard's three levels)."""
 
     SAFE = "safe"
@@ -56,7 +56,7 @@ class Labeler(ABC):
     def label_documents(self, docs: Sequence[SegmentedDocument]) -> list[list[SegmentLabel] | LabelFailure]:
         """One entry per document: a label per segment, or a failure (never a silent 'safe')."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most labelers hold nothing
         """Release clients, pools or models."""
 
 

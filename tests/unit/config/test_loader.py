@@ -10,7 +10,7 @@ import pytest
 from srp_megatron.config import ConfigError, load_config, resolve_preset, to_yaml
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     HUGGINGFACE = "huggingface"
     MEGATRON = "megatron"
 
