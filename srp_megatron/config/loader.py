@@ -69,9 +69,21 @@ def resolve_preset(path: str, group: str | None = None) -> str:
             return candidate
     known = ""
     if group is not None and os.path.isdir(os.path.join(CONF_DIR, group)):
-        names = sorted(f[:-5] for f in os.listdir(os.path.join(CONF_DIR, group)) if f.endswith(".yaml"))
-        known = f" (known presets in conf/{group}: {', '.join(names)})"
+        known = f" (known presets in conf/{group}: {', '.join(preset_names(group))})"
     raise ConfigError(f"config file '{path}' not found{known}")
+
+
+def preset_names(group: str) -> list[str]:
+    """Names of the packaged presets in ``conf/<group>/``."""
+    folder = os.path.join(CONF_DIR, group)
+    return sorted(f[: -len(".yaml")] for f in os.listdir(folder) if f.endswith(".yaml"))
+
+
+def load_preset(name: str, group: str) -> dict[str, Any]:
+    """The values of ``conf/<group>/<name>.yaml`` (or of a YAML path) as a plain dict with ``preset`` set."""
+    values = OmegaConf.to_container(load_yaml(resolve_preset(name, group)))
+    values.setdefault("preset", os.path.basename(name).removesuffix(".yaml"))  # type: ignore[union-attr]
+    return values  # type: ignore[return-value]
 
 
 def load_yaml(path: str) -> DictConfig:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import MISSING
 
-from srp_megatron.config.loader import CONF_DIR, load_yaml, resolve_preset
+from srp_megatron.config.loader import load_preset, preset_names
 from srp_megatron.errors import SRPError
 
 logger = logging.getLogger(__name__)
@@ -148,17 +147,12 @@ class ModelConfig:
 
 def model_preset_names() -> list[str]:
     """Names of the packaged model presets."""
-    folder = os.path.join(CONF_DIR, "model")
-    return sorted(f[: -len(".yaml")] for f in os.listdir(folder) if f.endswith(".yaml"))
+    return preset_names("model")
 
 
 def load_model_preset(name: str) -> dict[str, Any]:
     """The values of ``conf/model/<name>.yaml`` (or of a YAML path) as a plain dict, ``preset`` set."""
-    from omegaconf import OmegaConf
-
-    values = OmegaConf.to_container(load_yaml(resolve_preset(name, "model")))
-    values.setdefault("preset", os.path.basename(name).removesuffix(".yaml"))  # type: ignore[union-attr]
-    return values  # type: ignore[return-value]
+    return load_preset(name, "model")
 
 
 def padded_vocab_size(model: ModelConfig, tp: int, vocab_size: int | None = None) -> int:

@@ -17,11 +17,10 @@ Checks that need the model, the layout or the GPU live in ``srp_megatron.train.v
 from __future__ import annotations
 
 import enum
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from srp_megatron.config.loader import CONF_DIR, load_yaml, resolve_preset
+from srp_megatron.config.loader import load_preset, preset_names
 
 
 class DType(enum.StrEnum):
@@ -186,14 +185,9 @@ class PrecisionConfig:
 
 def precision_preset_names() -> list[str]:
     """Names of the packaged precision presets."""
-    folder = os.path.join(CONF_DIR, "precision")
-    return sorted(f[: -len(".yaml")] for f in os.listdir(folder) if f.endswith(".yaml"))
+    return preset_names("precision")
 
 
 def load_precision_preset(name: str) -> dict[str, Any]:
     """The values of ``conf/precision/<name>.yaml`` (or of a YAML path) as a plain dict, ``preset`` set."""
-    from omegaconf import OmegaConf
-
-    values = OmegaConf.to_container(load_yaml(resolve_preset(name, "precision")))
-    values.setdefault("preset", os.path.basename(name).removesuffix(".yaml"))  # type: ignore[union-attr]
-    return values  # type: ignore[return-value]
+    return load_preset(name, "precision")
