@@ -91,6 +91,14 @@ def _sharding_metadata(use_distributed_optimizer: bool) -> dict:
     return metadata
 
 
+def _parallel_layout() -> dict:
+    """TP and PP sizes: what the RNG states of a checkpoint are keyed by."""
+    from megatron.core import parallel_state
+
+    return {"tp": parallel_state.get_tensor_model_parallel_world_size(),
+            "pp": parallel_state.get_pipeline_model_parallel_world_size()}
+
+
 def _rng_state(on_gpu: bool) -> Any:
     """This rank's RNG states as a ``ShardedObject`` keyed by (pp, tp) rank, one replica per DP group."""
     import numpy as np
@@ -166,6 +174,7 @@ def save_checkpoint(
         state = _state_dict(model_chunks, optimizer, scheduler, metadata, on_gpu, loading=False)
         state["iteration"] = iteration
         state["srp_progress"] = dict(progress)
+        state["parallel_layout"] = _parallel_layout()
         dist_checkpointing.save(state, path, strategy, content_metadata=metadata)
     dist.barrier()
     if dist.get_rank() == 0:
@@ -201,8 +210,14 @@ def load_checkpoint(
         raise SRPError(f"{os.path.join(directory, TRACKER_FILE)} names iteration {iteration} but '{path}' is missing")
     metadata = _sharding_metadata(use_distributed_optimizer)
     chunks = unwrap_model(model_chunks)
+    saved_layout = dist_checkpointing.load_common_state_dict(path).get("parallel_layout")
+    same_layout = saved_layout == _parallel_layout()
     with cuda_calls_on_cpu():
         request = _state_dict(model_chunks, optimizer, scheduler, metadata, on_gpu, loading=True)
+        if not same_layout:  # RNG states belong to (PP, TP) ranks: like Megatron-LM, start them fresh
+            logger.warning("checkpoint %s was saved with %s, this run is %s: weights and optimizer are "
+                           "resharded, RNG states start fresh", path, saved_layout, _parallel_layout())
+            del request["rng_state"]
         loaded = dist_checkpointing.load(request, path)
         for i, chunk in enumerate(chunks):
             chunk.load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"], strict=True)
@@ -212,7 +227,8 @@ def load_checkpoint(
     except AssertionError as exc:
         raise SRPError(f"{path}: the schedule differs from the checkpoint's ({exc}); resume with the same "
                        "optimizer/scheduler settings or start a new run directory") from None
-    _restore_rng(loaded["rng_state"], on_gpu, tensor_parallel)
+    if same_layout:
+        _restore_rng(loaded["rng_state"], on_gpu, tensor_parallel)
     progress = dict(loaded.get("srp_progress") or {})
     progress.setdefault("iteration", int(loaded["iteration"]))
     logger.info("resumed from %s (iteration %d)", path, progress["iteration"])
