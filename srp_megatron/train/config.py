@@ -15,15 +15,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from srp_megatron.config.loader import ConfigError, _merge, load_yaml, parse_overrides, resolve_preset
+from srp_megatron.config.loader import (
+    ConfigError,
+    _merge,
+    load_preset,
+    load_yaml,
+    parse_overrides,
+    preset_names,
+    resolve_preset,
+    to_yaml,
+)
 from srp_megatron.train.checkpoint import CheckpointConfig
 from srp_megatron.train.data import DataConfig
 from srp_megatron.train.metrics import LoggingConfig
-from srp_megatron.train.model import ModelConfig, load_model_preset
+from srp_megatron.train.model import ModelConfig
 from srp_megatron.train.optim import LRSchedule, OptimConfig, SchedulerConfig
 from srp_megatron.train.parallel import ParallelConfig
-from srp_megatron.train.precision import PrecisionConfig, load_precision_preset
+from srp_megatron.train.precision import PrecisionConfig
 
 
 class Device(enum.StrEnum):
@@ -151,18 +161,17 @@ class PretrainConfig:
         return self.data.cache_dir or os.path.join(self.logging.run_dir, "data_cache")
 
 
-#: Sections that may name a preset file, with the function that loads one.
-_PRESET_SECTIONS = {"model": load_model_preset, "precision": load_precision_preset}
+#: Sections that may name a preset file (``conf/<section>/<name>.yaml``).
+_PRESET_SECTIONS = ("model", "precision")
 
 
 def _preset_layer(section: str, name: str, source: str) -> DictConfig:
     """``{section: <preset values>}`` for a preset named in ``source``."""
-    group = "model" if section == "model" else "precision"
     try:
-        path = resolve_preset(str(name), group)
+        values = load_preset(str(name), section)
     except ConfigError as exc:
         raise ConfigError(f"{source}: key '{section}.preset': {exc}") from None
-    return OmegaConf.create({section: _PRESET_SECTIONS[section](path) | {"preset": str(name)}})
+    return OmegaConf.create({section: values})
 
 
 def load_pretrain_config(path: str | None, overrides: Sequence[str] = ()) -> PretrainConfig:
@@ -178,18 +187,30 @@ def load_pretrain_config(path: str | None, overrides: Sequence[str] = ()) -> Pre
     cfg = OmegaConf.structured(PretrainConfig)
     for section in _PRESET_SECTIONS:
         cli_preset = OmegaConf.select(cli, f"{section}.preset")
-        yaml_preset = OmegaConf.select(yaml_cfg, f"{section}.preset")
-        name, where = (cli_preset, "command line") if cli_preset is not None else (yaml_preset, source)
+        name, where = (cli_preset, "command line") if cli_preset else (OmegaConf.select(yaml_cfg, f"{section}.preset"),
+                                                                      source)
         if name:
             cfg = _merge(cfg, _preset_layer(section, name, where), f"{where} ({section} preset '{name}')")
     cfg = _merge(cfg, yaml_cfg, source)
     if overrides:
         cfg = _merge(cfg, cli, "command line")
     sources = source + (", command line" if overrides else "")
+    if OmegaConf.is_missing(cfg, "model"):
+        raise ConfigError(f"{sources}: no model: set model.preset to one of {', '.join(preset_names('model'))} "
+                          "(or give the model's shape under model:)")
     try:
         return OmegaConf.to_object(cfg)  # runs every __post_init__
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{sources}: {exc}") from None
-    except Exception as exc:  # omegaconf's missing-value / validation errors
-        key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "<root>"
+    except OmegaConfBaseException as exc:  # a missing mandatory value
+        key = getattr(exc, "full_key", None) or "<root>"
         raise ConfigError(f"{sources}: key '{key}': {str(exc).splitlines()[0]}") from None
+
+
+def write_resolved_config(cfg: PretrainConfig) -> str:
+    """Save the resolved config as ``RUN_DIR/config.yaml`` (presets and overrides applied); returns the path."""
+    path = os.path.join(cfg.logging.run_dir, "config.yaml")
+    os.makedirs(cfg.logging.run_dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(to_yaml(cfg))
+    return path

@@ -97,6 +97,18 @@ class DataConfig:
         return out
 
 
+def tokenizer_path(cfg: DataConfig) -> str:
+    """``data.tokenizer``, else the tokenizer the first dataset was rendered with (from its ``PREFIX.json``)."""
+    if cfg.tokenizer:
+        return cfg.tokenizer
+    from srp_megatron.prep.rendered import RenderMetadata
+
+    try:
+        return RenderMetadata.load(cfg.all_prefixes()[0]).tokenizer["path"]
+    except FileNotFoundError as exc:
+        raise SRPError(f"{exc}; or set data.tokenizer to the tokenizer directory") from None
+
+
 def parse_blend(values: list[str], key: str) -> tuple[list[str], list[float] | None] | None:
     """``[A, B]`` -> ``([A, B], None)``; ``[0.7, A, 0.3, B]`` -> ``([A, B], [0.7, 0.3])``; ``[]`` -> None."""
     if not values:
@@ -204,6 +216,21 @@ def build_loader(dataset: Any, consumed_samples: int, micro_batch_size: int, num
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
     )
+
+
+def chunk_iterators(loader: Any, model_chunks: list) -> list:
+    """A fresh iterator of ``loader`` for each model chunk that reads data (first or last pipeline stage),
+    None for the others, as Megatron-LM passes them to the interleaved schedule."""
+    from megatron.core import parallel_state
+    from megatron.core.utils import get_attr_wrapped_model
+
+    out = []
+    for chunk in model_chunks:
+        vp = get_attr_wrapped_model(chunk, "vp_stage", allow_none=True)
+        reads = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp) or \
+            parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp)
+        out.append(iter(loader) if loader is not None and reads else None)
+    return out
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,17 @@ class DistEnv:
         return self.device.type == "cuda"
 
 
+def use_cuda(device: str) -> bool:
+    """Whether to train on CUDA for ``device`` = ``auto`` | ``cpu`` | ``cuda`` (the config's ``device``)."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        from srp_megatron.errors import SRPError
+
+        raise SRPError("device=cuda but CUDA is not available here: use device=auto or device=cpu")
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -134,11 +145,11 @@ def set_seeds(seed: int, use_cuda: bool) -> None:
         initialize_cpu_rng_tracker()
 
 
-def data_parallel_info() -> tuple[int, int]:
-    """``(dp_rank, dp_size)`` of this process (context-parallel ranks share data)."""
+def data_parallel_size() -> int:
+    """Data-parallel replicas (context-parallel ranks share their data)."""
     from megatron.core import parallel_state
 
-    return parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
+    return parallel_state.get_data_parallel_world_size()
 
 
 def barrier() -> None:

@@ -10,37 +10,18 @@ data.paths=[/data/fineweb_srp]``. Outputs go to ``logging.run_dir``: the resolve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 from srp_megatron.errors import SRPError
-from srp_megatron.train.config import Device, PretrainConfig, load_pretrain_config
+from srp_megatron.train.config import PretrainConfig, load_pretrain_config, write_resolved_config
 
 logger = logging.getLogger(__name__)
-
-
-def _use_cuda(device: Device) -> bool:
-    import torch
-
-    if device == Device.cuda and not torch.cuda.is_available():
-        raise SRPError("device=cuda but CUDA is not available here: use device=auto or device=cpu")
-    return device == Device.cuda or (device == Device.auto and torch.cuda.is_available())
-
-
-def _tokenizer_path(cfg: PretrainConfig) -> str:
-    """``data.tokenizer``, else the tokenizer the first dataset was rendered with."""
-    if cfg.data.tokenizer:
-        return cfg.data.tokenizer
-    from srp_megatron.prep.rendered import RenderMetadata
-
-    prefix = cfg.data.all_prefixes()[0]
-    try:
-        return RenderMetadata.load(prefix).tokenizer["path"]
-    except FileNotFoundError as exc:
-        raise SRPError(f"{exc}; or set data.tokenizer to the tokenizer directory") from None
 
 
 class Trainer:
@@ -51,12 +32,12 @@ class Trainer:
         from srp_megatron.prep.rendered import SpanType
         from srp_megatron.prep.tokenizer import load_tokenizer
         from srp_megatron.train import distributed
-        from srp_megatron.train.data import BatchSpec
+        from srp_megatron.train.data import BatchSpec, build_loader, chunk_iterators, tokenizer_path
         from srp_megatron.train.validation import validate_layout
 
         self.cfg = cfg
         t, p = cfg.training, cfg.parallel
-        use_cuda = _use_cuda(cfg.device)
+        use_cuda = distributed.use_cuda(cfg.device.value)
         if p.tp_comm_overlap:
             raise SRPError("parallel.tp_comm_overlap=true is not supported by srp pretrain (it needs TE userbuffers "
                            "set up per job): set it false")
@@ -68,9 +49,8 @@ class Trainer:
             use_cuda=use_cuda, tensor_parallel=p.tp, pipeline_parallel=p.pp,
             virtual_pipeline_parallel=p.virtual_pipeline_model_parallel_size, context_parallel=p.cp)
         distributed.set_seeds(t.seed, use_cuda)
-        self.tokenizer = load_tokenizer(_tokenizer_path(cfg))
-        self.dp_rank, self.dp_size = distributed.data_parallel_info()
-        self.num_microbatches = t.global_batch_size // (t.micro_batch_size * self.dp_size)
+        self.tokenizer = load_tokenizer(tokenizer_path(cfg.data))
+        self.num_microbatches = t.global_batch_size // (t.micro_batch_size * distributed.data_parallel_size())
         self.span_names = [s.name.lower() for s in SpanType] if cfg.data.return_span_types else []
         self.batch_spec = BatchSpec(t.micro_batch_size, t.seq_length, attention_mask=not self._uses_te(),
                                     span_types=cfg.data.return_span_types)
@@ -78,15 +58,14 @@ class Trainer:
         self._build_optimizer_and_scheduler()
         self.train_ds, self.valid_ds = self._build_datasets()
         self.iteration, self.consumed_samples = 0, 0
-        ck = cfg.checkpoint
-        if ck.save_at_end or ck.save_interval or t.exit_interval:
-            from srp_megatron.train.checkpoint import require_checkpoint_dependencies
-
-            require_checkpoint_dependencies()
         self._resume()
-        self.train_iterators = self._iterators(self.train_ds, self.consumed_samples)
+        data, mbs, on_gpu = cfg.data, t.micro_batch_size, self.env.on_gpu
+        train_loader = build_loader(self.train_ds, self.consumed_samples, mbs, data.num_workers, on_gpu)
+        self.train_iterators = chunk_iterators(train_loader, self.model)
+        self.valid_loader = build_loader(self.valid_ds, 0, mbs, data.num_workers, on_gpu)
         self.metrics = self._build_metrics()
-        self._write_run_config()
+        if self.env.rank == 0:
+            write_resolved_config(cfg)
 
     # -- construction ------------------------------------------------------------------------------
     def _uses_te(self) -> bool:
@@ -160,31 +139,23 @@ class Trainer:
         from srp_megatron.train.data import build_datasets
 
         t = self.cfg.training
-        evals = t.train_iters // t.eval_interval + 1 if t.eval_interval else 0
-        sizes = [t.train_iters * t.global_batch_size, evals * t.eval_iters * t.global_batch_size, 0]
+        # Every evaluation reads the same first eval_iters global batches of the validation split.
+        sizes = [t.train_iters * t.global_batch_size, t.eval_iters * t.global_batch_size if t.eval_interval else 0, 0]
         return build_datasets(self.cfg.data, self.tokenizer, sizes, seq_length=t.seq_length, seed=t.seed,
                               cache_dir=self.cfg.data_cache_dir, create_attention_mask=self.batch_spec.attention_mask)
 
-    def _iterators(self, dataset: Any, consumed: int) -> list:
-        """One data iterator per model chunk (None where the chunk reads no data, as Megatron-LM)."""
-        from megatron.core import parallel_state
-
-        from srp_megatron.train.data import build_loader
-
-        t = self.cfg.training
-        loader = build_loader(dataset, consumed, t.micro_batch_size, self.cfg.data.num_workers, self.env.on_gpu)
-        out = []
-        for chunk in self.model:
-            vp = getattr(chunk.module if hasattr(chunk, "module") else chunk, "vp_stage", None)
-            needs = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp) or \
-                parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp)
-            out.append(iter(loader) if loader is not None and needs else None)
-        return out
-
     def _resume(self) -> None:
-        from srp_megatron.train.checkpoint import ResumeMode, latest_iteration, load_checkpoint
+        from srp_megatron.train.checkpoint import (
+            ResumeMode,
+            latest_iteration,
+            load_checkpoint,
+            require_checkpoint_dependencies,
+        )
 
-        mode = self.cfg.checkpoint.resume
+        ck = self.cfg.checkpoint
+        if ck.save_at_end or ck.save_interval or self.cfg.training.exit_interval:
+            require_checkpoint_dependencies()  # fail now, not at the first save
+        mode = ck.resume
         if mode == ResumeMode.never:
             return
         if latest_iteration(self.cfg.load_dir) is None:
@@ -197,38 +168,23 @@ class Trainer:
         self.load_state_dict(progress)
 
     def _build_metrics(self):
+        from srp_megatron.config.loader import to_dict
         from srp_megatron.train.metrics import MetricsProcessor, num_floating_point_operations, peak_flops_per_gpu
+        from srp_megatron.train.model import padded_vocab_size
 
         t = self.cfg.training
-        flops = num_floating_point_operations(self.tconfig, self.model_vocab_size, t.seq_length, t.global_batch_size)
+        vocab = padded_vocab_size(self.cfg.model, self.cfg.parallel.tp, self.tokenizer.vocab_size)
+        flops = num_floating_point_operations(self.tconfig, vocab, t.seq_length, t.global_batch_size)
         peak = None
         if self.env.on_gpu:
             import torch
 
             peak = peak_flops_per_gpu(torch.cuda.get_device_name())
-        from srp_megatron.config.loader import to_dict
-
         return MetricsProcessor(
             self.cfg.logging, writer=self.env.is_last_rank, train_iters=t.train_iters,
             tokens_per_step=t.global_batch_size * t.seq_length, flops_per_step=flops,
             num_gpus=self.env.world_size if self.env.on_gpu else 0, peak_flops=peak, run_config=to_dict(self.cfg),
         )
-
-    @property
-    def model_vocab_size(self) -> int:
-        """The padded vocabulary the output layer has."""
-        from srp_megatron.train.model import padded_vocab_size
-
-        return padded_vocab_size(self.cfg.model, self.cfg.parallel.tp, self.tokenizer.vocab_size)
-
-    def _write_run_config(self) -> None:
-        if self.env.rank != 0:
-            return
-        from srp_megatron.config.loader import to_yaml
-
-        os.makedirs(self.cfg.logging.run_dir, exist_ok=True)
-        with open(os.path.join(self.cfg.logging.run_dir, "config.yaml"), "w", encoding="utf-8") as f:
-            f.write(to_yaml(self.cfg))
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -247,31 +203,13 @@ class Trainer:
         from megatron.core.utils import get_attr_wrapped_model
 
         from srp_megatron.train.data import get_batch
+        from srp_megatron.train.metrics import loss_func
 
         vp_stage = get_attr_wrapped_model(model, "vp_stage", allow_none=True)
         batch = get_batch(data_iterator, self.batch_spec, self.env.device, vp_stage)
         output = model(batch.get("tokens"), batch.get("position_ids"), batch.get("attention_mask"),
                        labels=batch.get("labels"), loss_mask=batch.get("loss_mask"))
-        return output, partial(self._loss_func, batch.get("loss_mask"), batch.get("span_types"))
-
-    def _loss_func(self, loss_mask: Any, span_types: Any, output: Any):
-        """Megatron-LM's GPT ``loss_func`` (``sum(loss * mask)``, trained tokens) plus per-span sums.
-
-        The report is ``[loss sum, tokens, per-span loss sums..., per-span tokens...]``.
-        """
-        import torch
-
-        losses = output.view(-1).float()
-        mask = loss_mask.view(-1).float()
-        weighted = losses * mask
-        loss = torch.sum(weighted)
-        num_tokens = mask.sum().clone().detach().to(torch.int)
-        parts = [loss.detach().view(1), mask.sum().view(1)]
-        if span_types is not None:
-            k, idx = len(self.span_names), span_types.reshape(-1).long()
-            parts.append(torch.zeros(k, device=losses.device).index_add_(0, idx, weighted.detach()))
-            parts.append(torch.zeros(k, device=losses.device).index_add_(0, idx, mask))
-        return loss, num_tokens, torch.cat(parts)
+        return output, partial(loss_func, batch.get("loss_mask"), batch.get("span_types"), len(self.span_names))
 
     def _forward_backward(self, iterators: list, forward_only: bool) -> Any:
         """All micro-batches of one global batch; returns the report summed over DP/CP ranks (every rank)."""
@@ -313,13 +251,14 @@ class Trainer:
         """One optimizer step: micro-batches with gradient accumulation, loss over the global trained tokens,
         finite check, clipping and AdamW (megatron's optimizer), schedule. Returns the step's metrics."""
         from srp_megatron.train.distributed import cuda_calls_on_cpu
+        from srp_megatron.train.metrics import report_metrics
         from srp_megatron.train.optim import current_lr
 
         for chunk in self.model:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
         report = self._forward_backward(self.train_iterators, forward_only=False)
-        metrics = self._report_metrics(report, "loss")
+        metrics = report_metrics(report, self.span_names)
         self._check_finite("the loss", metrics["loss/total(nats)"])
         with cuda_calls_on_cpu():
             ok, grad_norm, _ = self.optimizer.step()
@@ -335,22 +274,14 @@ class Trainer:
         metrics["optim/lr"] = current_lr(self.optimizer)
         return metrics
 
-    def _report_metrics(self, report: Any, group: str) -> dict:
-        from srp_megatron.train.metrics import span_loss_metrics
-
-        values = report.tolist()
-        k = len(self.span_names)
-        out = span_loss_metrics(values[2:2 + k], values[2 + k:], self.span_names, group)
-        total = values[0] / values[1] if values[1] > 0 else float("nan")
-        out[f"{group}/total(nats)"] = total  # from the loss sum itself, independent of the span split
-        out[f"tokens/{group}_trained(count)"] = values[1]
-        return out
-
     def evaluate(self) -> dict:
         """Validation loss (total and per span type) over ``eval_iters`` global batches from sample 0."""
         import torch
 
-        iterators = self._iterators(self.valid_ds, 0)
+        from srp_megatron.train.data import chunk_iterators
+        from srp_megatron.train.metrics import report_metrics
+
+        iterators = chunk_iterators(self.valid_loader, self.model)
         for chunk in self.model:
             chunk.eval()
         total = None
@@ -360,7 +291,7 @@ class Trainer:
                 total = report if total is None else total + report
         for chunk in self.model:
             chunk.train()
-        return self._report_metrics(total, "loss")
+        return report_metrics(total, self.span_names)
 
     def save(self) -> None:
         """Checkpoint the run at the current iteration."""
@@ -378,24 +309,43 @@ class Trainer:
             logger.info("nothing to do: iteration %d >= training.train_iters=%d", self.iteration, t.train_iters)
             return
         self.metrics.reset_timer(self.iteration)
-        saved = None
         while self.iteration < t.train_iters:
             metrics = self.train_step()
             step, last = self.iteration, self.iteration == t.train_iters
             if self.metrics.should_log(step):
                 self.metrics.log(step, {**metrics, **self.metrics.throughput(step)}, "train")
-            if t.eval_interval and (step % t.eval_interval == 0 or last):
-                self.metrics.log(step, self.evaluate(), "valid")
-                self.metrics.reset_timer(step)
             exiting = bool(t.exit_interval) and step % t.exit_interval == 0 and not last
-            if (ck.save_interval and step % ck.save_interval == 0) or (last and ck.save_at_end) or exiting:
-                self.save()
-                saved = step
+            evaluating = bool(t.eval_interval) and (step % t.eval_interval == 0 or last)
+            saving = bool(ck.save_interval and step % ck.save_interval == 0) or (last and ck.save_at_end) or exiting
+            if evaluating or saving:
+                with self._params_gathered():
+                    if evaluating:
+                        self.metrics.log(step, self.evaluate(), "valid")
+                    if saving:
+                        self.save()
                 self.metrics.reset_timer(step)
             if exiting:
-                logger.info("training.exit_interval=%d reached at iteration %d: stopping (checkpoint %s)",
-                            t.exit_interval, step, saved)
+                logger.info("training.exit_interval=%d: stopping after iteration %d (checkpoint saved)",
+                            t.exit_interval, step)
                 return
+
+    @contextlib.contextmanager
+    def _params_gathered(self) -> Iterator[None]:
+        """Finish the distributed optimizer's overlapped parameter all-gather (and pause its forward hooks)
+        around evaluation and saving, as Megatron-LM does; a no-op without ``overlap_param_gather``."""
+        p = self.cfg.parallel
+        if not (p.use_distributed_optimizer and p.overlap_param_gather):
+            yield
+            return
+        if hasattr(self.optimizer, "prepare_model_params_for_param_sync"):  # megatron-core >= 0.17
+            self.optimizer.prepare_model_params_for_param_sync()
+        for chunk in self.model:
+            chunk.disable_forward_pre_hook(param_sync=True)
+        try:
+            yield
+        finally:
+            for chunk in self.model:
+                chunk.enable_forward_pre_hook()
 
     def close(self) -> None:
         """Flush metrics writers."""
@@ -405,8 +355,6 @@ class Trainer:
 def _forward_backward_cpu(forward_step, data_iterator, model, num_microbatches: int, config, forward_only: bool):
     """CPU stand-in for megatron's ``forward_backward_no_pipelining`` (whose buffers live on CUDA): same
     forward step, loss function, backward, no-sync accumulation and ``finalize_model_grads``."""
-    import contextlib
-
     import torch
 
     reports, total_tokens = [], torch.zeros([], dtype=torch.int)

@@ -64,6 +64,38 @@ def span_loss_metrics(sums: Sequence[float], counts: Sequence[float], names: Seq
     return out
 
 
+def loss_func(loss_mask: Any, span_types: Any, num_span_types: int, output: Any) -> tuple:
+    """Megatron-LM's GPT ``loss_func`` (``sum(loss * loss_mask)``, trained tokens) plus a per-span report.
+
+    ``output`` is ``GPTModel``'s per-token loss. Returns ``(loss sum, tokens as int, report)`` with the
+    report ``[loss sum, tokens, per-span loss sums..., per-span tokens...]`` (no span parts without
+    ``span_types``), the three values megatron's schedules expect with ``calculate_per_token_loss``.
+    """
+    import torch
+
+    losses = output.view(-1).float()
+    mask = loss_mask.view(-1).float()
+    weighted = losses * mask
+    loss = torch.sum(weighted)
+    num_tokens = mask.sum().clone().detach().to(torch.int)
+    parts = [loss.detach().view(1), mask.sum().view(1)]
+    if span_types is not None:
+        idx = span_types.reshape(-1).long()
+        parts.append(torch.zeros(num_span_types, device=losses.device).index_add_(0, idx, weighted.detach()))
+        parts.append(torch.zeros(num_span_types, device=losses.device).index_add_(0, idx, mask))
+    return loss, num_tokens, torch.cat(parts)
+
+
+def report_metrics(report: Any, span_names: Sequence[str]) -> dict:
+    """Metrics of a summed report: the total from the loss sum itself, and the per-span means."""
+    values = report.tolist()
+    k = len(span_names)
+    out = span_loss_metrics(values[2 : 2 + k], values[2 + k :], span_names)
+    out["loss/total(nats)"] = values[0] / values[1] if values[1] > 0 else float("nan")
+    out["tokens/loss_trained(count)"] = values[1]
+    return out
+
+
 def num_floating_point_operations(config: Any, padded_vocab_size: int, seq_length: int, batch_size: int) -> float:
     """FLOPs of one forward+backward over ``batch_size`` sequences: Megatron-LM's dense-transformer formula.
 
