@@ -217,7 +217,7 @@ def memory(args, work: str, tokenizer_dir: str) -> bool:
             text=True,
         )
         rows.append((name, size * copies / 1e9, json.loads(out.stdout.strip().splitlines()[-1])))
-        for suffix in (".bin", "_spans.bin"):
+        for suffix in (".bin", ".idx", ".json", "_spans.bin", "_spans.idx"):
             os.remove(os.path.join(work, f"mem_{name}{suffix}"))  # keep disk use down
         shutil.rmtree(labels_dir)
     print(f"\npeak memory of a render subprocess (limit {MEMORY_LIMIT_MB} MB)")
