@@ -31,6 +31,7 @@ class Root:
     name: str = "x"
     inner: Inner = field(default_factory=Inner)
     names: list[str] = field(default_factory=list)
+    kinds: list[Kind] = field(default_factory=list)
 
 
 def write(tmp_path, text):
@@ -42,7 +43,7 @@ def write(tmp_path, text):
 def test_defaults_yaml_flags_overrides_in_order(tmp_path):
     path = write(tmp_path, "name: from_yaml\ninner:\n  size: 3\n")
     cfg = load_config(Root, [path], ["inner.size=5"], values={"name": "from_flag"})
-    assert cfg == Root(name="from_flag", inner=Inner(size=5), names=[])
+    assert cfg == Root(name="from_flag", inner=Inner(size=5), names=[], kinds=[])
 
 
 def test_enum_values_and_names_both_accepted(tmp_path):
@@ -50,6 +51,9 @@ def test_enum_values_and_names_both_accepted(tmp_path):
     assert load_config(Root, [path]).inner.kind is Kind.MEGATRON
     assert load_config(Root, [path]).inner.maybe is Kind.HUGGINGFACE
     assert load_config(Root, overrides=["inner.kind=MEGATRON"]).inner.kind is Kind.MEGATRON
+    assert load_config(Root, overrides=["kinds=[megatron,HUGGINGFACE]"]).kinds == [Kind.MEGATRON, Kind.HUGGINGFACE]
+    with pytest.raises(ConfigError, match=r"key 'kinds': invalid value 'spm'"):
+        load_config(Root, overrides=["kinds=[spm]"])
 
 
 @pytest.mark.parametrize(
