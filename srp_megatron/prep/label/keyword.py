@@ -192,7 +192,9 @@ class _Rules:
                     self.rules.append((severity, str(category)))
                     if key.endswith("_regex"):
                         try:
-                            self.shapes.append((re.compile(str(entry).encode()), rule))
+                            # A lookahead finds matches at every start, so a rejected one (inside a word)
+                            # cannot hide an overlapping valid one.
+                            self.shapes.append((re.compile(b"(?=(" + str(entry).encode() + b"))"), rule))
                         except re.error as exc:
                             raise SRPError(f"{where}: {category!r}: invalid regex {entry!r}: {exc}") from None
                         continue
@@ -213,7 +215,7 @@ class _Rules:
                 pos = norm.find(first, pos + 1)
         shape = data.translate(_SHAPE) if self.shapes else b""
         for rx, rule in self.shapes:
-            found += [(m.end(), rule) for m in rx.finditer(shape) if m.start() == 0 or norm[m.start() - 1] == 32]
+            found += [(m.end(1), rule) for m in rx.finditer(shape) if m.start() == 0 or norm[m.start() - 1] == 32]
         return found
 
 
