@@ -260,7 +260,7 @@ class BatchSpec:
         b, s = self.micro_batch_size, self.seq_length
         if key == "attention_mask":
             return torch.empty((b, 1, s, s), dtype=torch.bool, device=device)
-        dtype = {"loss_mask": torch.float32, "span_types": torch.uint8}.get(key, torch.int64)
+        dtype = torch.float32 if key == "loss_mask" else torch.int64  # as GPTDataset / ReflectionGPTDataset
         return torch.empty((b, s), dtype=dtype, device=device)
 
 
@@ -269,7 +269,6 @@ def get_batch(data_iterator: Iterator | None, spec: BatchSpec, device: Any, vp_s
 
     Middle pipeline stages get an empty dict (their input comes from the previous stage).
     """
-    import torch
     import torch.distributed as dist
     from megatron.core import parallel_state
     from megatron.core.utils import get_batch_on_this_cp_rank
@@ -282,8 +281,6 @@ def get_batch(data_iterator: Iterator | None, spec: BatchSpec, device: Any, vp_s
     if parallel_state.get_tensor_model_parallel_rank() == 0:
         raw = next(data_iterator)
         batch = {k: raw[k].to(device, non_blocking=True) for k in keys}
-        if "span_types" in batch:
-            batch["span_types"] = batch["span_types"].to(torch.uint8)
     else:
         batch = {k: spec.empty(k, device) for k in keys}
     if parallel_state.get_tensor_model_parallel_world_size() > 1:

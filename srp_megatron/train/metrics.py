@@ -79,10 +79,10 @@ def loss_func(loss_mask: Any, span_types: Any, num_span_types: int, output: Any)
     loss = torch.sum(weighted)
     num_tokens = mask.sum().clone().detach().to(torch.int)
     parts = [loss.detach().view(1), mask.sum().view(1)]
-    if span_types is not None:
-        idx = span_types.reshape(-1).long()
-        parts.append(torch.zeros(num_span_types, device=losses.device).index_add_(0, idx, weighted.detach()))
-        parts.append(torch.zeros(num_span_types, device=losses.device).index_add_(0, idx, mask))
+    if span_types is not None:  # one scatter-add: row 0 loss sums, row 1 token counts, per span type
+        per_span = torch.zeros(2, num_span_types, device=losses.device)
+        per_span.index_add_(1, span_types.reshape(-1).long(), torch.stack([weighted.detach(), mask]))
+        parts.append(per_span.view(-1))
     return loss, num_tokens, torch.cat(parts)
 
 
