@@ -169,7 +169,7 @@ def build_scheduler(
         lr_decay_style="WSD" if is_wsd else sched.style.value,
         start_wd=optim.weight_decay,
         end_wd=optim.weight_decay,
-        wd_incr_steps=train_iters * global_batch_size,
+        wd_incr_steps=decay_iters * global_batch_size,  # constant weight decay: so a run may be extended
         wd_incr_style="constant",
         # Megatron-LM's default: a resumed run must use the schedule it was saved with.
         use_checkpoint_opt_param_scheduler=False,
