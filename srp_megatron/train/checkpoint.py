@@ -50,6 +50,9 @@ class CheckpointConfig:
     """``auto`` (resume if a checkpoint exists), ``never`` or ``required``."""
     fully_parallel_save: bool = True
     """Spread the writing of replicated tensors over data-parallel ranks (Megatron-LM's default)."""
+    optim_fully_reshardable: bool = False
+    """Distributed optimizer only: save its state so a resume may change TP/PP too (slower saves);
+    the default ``dp_reshardable`` format allows changing only the data-parallel size."""
 
     def __post_init__(self):
         if self.save_interval < 0:
@@ -83,11 +86,12 @@ def latest_iteration(directory: str) -> int | None:
         raise SRPError(f"{path}: expected an iteration number, got {text!r}") from None
 
 
-def _sharding_metadata(use_distributed_optimizer: bool) -> dict:
+def _sharding_metadata(cfg: CheckpointConfig, use_distributed_optimizer: bool) -> dict:
     """Content metadata that fixes the sharded format (as Megatron-LM's ``_build_sharded_state_dict_metadata``)."""
     metadata: dict[str, Any] = {"singleton_local_shards": False, "chained_optim_avoid_prefix": True}
     if use_distributed_optimizer:
-        metadata["distrib_optim_sharding_type"] = "dp_reshardable"
+        metadata["distrib_optim_sharding_type"] = "fully_reshardable" if cfg.optim_fully_reshardable \
+            else "dp_reshardable"
     return metadata
 
 
@@ -164,7 +168,7 @@ def save_checkpoint(
             shutil.rmtree(path)
         os.makedirs(path)
     dist.barrier()
-    metadata = _sharding_metadata(use_distributed_optimizer)
+    metadata = _sharding_metadata(cfg, use_distributed_optimizer)
     strategy = get_default_save_sharded_strategy()
     if cfg.fully_parallel_save and parallel_state.get_data_parallel_world_size(with_context_parallel=True) > 1:
         strategy = FullyParallelSaveStrategyWrapper(
@@ -188,6 +192,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(
+    cfg: CheckpointConfig,
     directory: str,
     model_chunks: list,
     optimizer: Any,
@@ -208,9 +213,19 @@ def load_checkpoint(
     path = checkpoint_path(directory, iteration)
     if not os.path.isdir(path):
         raise SRPError(f"{os.path.join(directory, TRACKER_FILE)} names iteration {iteration} but '{path}' is missing")
-    metadata = _sharding_metadata(use_distributed_optimizer)
+    if use_distributed_optimizer:
+        from megatron.core.optimizer import distrib_optimizer
+
+        if not getattr(distrib_optimizer, "HAVE_APEX_OR_TE", True):
+            raise SRPError(f"resuming from '{directory}' with parallel.use_distributed_optimizer=true needs "
+                           "Transformer Engine or Apex (megatron-core cannot load the distributed optimizer's "
+                           "state into torch's AdamW): resume on a GPU image, or train with it false")
+    common = dist_checkpointing.load_common_state_dict(path)
+    # The format the checkpoint was written in (it may predate a change of optim_fully_reshardable).
+    metadata = dist_checkpointing.load_content_metadata(preloaded_state_dict=common) or \
+        _sharding_metadata(cfg, use_distributed_optimizer)
     chunks = unwrap_model(model_chunks)
-    saved_layout = dist_checkpointing.load_common_state_dict(path).get("parallel_layout")
+    saved_layout = common.get("parallel_layout")
     same_layout = saved_layout == _parallel_layout()
     with cuda_calls_on_cpu():
         request = _state_dict(model_chunks, optimizer, scheduler, metadata, on_gpu, loading=True)

@@ -90,7 +90,8 @@ class Trainer:
         )
         vpp = cfg.parallel.virtual_pipeline_model_parallel_size
         ddp_config = DistributedDataParallelConfig(**cfg.precision.ddp_config_kwargs(),
-                                                   **cfg.parallel.ddp_config_kwargs())
+                                                   **cfg.parallel.ddp_config_kwargs(),
+                                                   align_param_gather=cfg.parallel.overlap_param_gather)
         chunks = []
         for vp_stage in range(vpp) if vpp else [None]:
             chunk = build_gpt_model(
@@ -129,11 +130,14 @@ class Trainer:
         # As Megatron-LM's train(): the schedules call these hooks.
         tc.grad_scale_func = self.optimizer.scale_loss
         tc.finalize_model_grads_func = finalize_model_grads
+        def per_chunk(name: str) -> Any:
+            funcs = [getattr(c, name) for c in self.model]
+            return funcs if len(funcs) > 1 else funcs[0]
+
         if cfg.parallel.overlap_grad_reduce:
-            tc.no_sync_func = [c.no_sync for c in self.model] if len(self.model) > 1 else self.model[0].no_sync
-            tc.grad_sync_func = (
-                [c.start_grad_sync for c in self.model] if len(self.model) > 1 else self.model[0].start_grad_sync
-            )
+            tc.no_sync_func, tc.grad_sync_func = per_chunk("no_sync"), per_chunk("start_grad_sync")
+        if cfg.parallel.overlap_param_gather:  # with align_param_gather, as Megatron-LM's defaults
+            tc.param_sync_func = per_chunk("start_param_sync")
 
     def _build_datasets(self) -> tuple:
         from srp_megatron.train.data import build_datasets
@@ -162,7 +166,7 @@ class Trainer:
             if mode == ResumeMode.required:
                 raise SRPError(f"checkpoint.resume=required but '{self.cfg.load_dir}' holds no checkpoint")
             return
-        progress = load_checkpoint(self.cfg.load_dir, self.model, self.optimizer, self.scheduler,
+        progress = load_checkpoint(ck, self.cfg.load_dir, self.model, self.optimizer, self.scheduler,
                                    use_distributed_optimizer=self.cfg.parallel.use_distributed_optimizer,
                                    on_gpu=self.env.on_gpu)
         self.load_state_dict(progress)
