@@ -9,6 +9,7 @@ to the other TP ranks (``get_batch_on_this_tp_rank``) and context parallelism sl
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Iterator
@@ -287,4 +288,9 @@ def get_batch(data_iterator: Iterator | None, spec: BatchSpec, device: Any, vp_s
         src, group = parallel_state.get_tensor_model_parallel_src_rank(), parallel_state.get_tensor_model_parallel_group()
         for key in keys:
             dist.broadcast(batch[key], src, group=group)
+    if parallel_state.get_context_parallel_world_size() == 1:
+        return batch
+    # megatron-core >= 0.19 added a required is_hybrid_cp argument.
+    if "is_hybrid_cp" in inspect.signature(get_batch_on_this_cp_rank).parameters:
+        return get_batch_on_this_cp_rank(batch, is_hybrid_cp=False)
     return get_batch_on_this_cp_rank(batch)

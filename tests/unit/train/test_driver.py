@@ -185,3 +185,40 @@ def test_parse_blend():
     assert parse_blend(["0.3", "/a", "0.7", "/b"], "k") == (["/a", "/b"], [0.3, 0.7])
     with pytest.raises(ValueError, match="k="):
         parse_blend(["0.3", "/a", "/b", "0.7"], "k")
+
+
+def test_cpu_loop_matches_megatrons_schedule(tmp_path, prefix):
+    """The CPU stand-in and megatron's ``forward_backward_no_pipelining`` (what GPUs run at PP=1), driven
+    with the same forward step and loss function, give the same reports and gradients."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from srp_megatron.train.distributed import cuda_calls_on_cpu, teardown
+    from srp_megatron.train.driver import Trainer, _forward_backward_cpu
+
+    cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{prefix}]", f"logging.run_dir={tmp_path}", *RUN,
+                                            "logging.tensorboard=false", "training.eval_interval=0"])
+    results = []
+    try:
+        for use_schedule in (False, True):
+            trainer = Trainer(cfg)
+            model, it, t = trainer.model[0], trainer.train_iterators[0], cfg.training
+            model.zero_grad_buffer()
+            if use_schedule:
+                with cuda_calls_on_cpu():  # the schedule allocates its token counter on "cuda"
+                    reports = get_forward_backward_func()(
+                        forward_step_func=trainer._forward_step, data_iterator=it, model=[model],
+                        num_microbatches=trainer.num_microbatches, seq_length=t.seq_length,
+                        micro_batch_size=t.micro_batch_size)
+            else:
+                reports = _forward_backward_cpu(trainer._forward_step, it, model, trainer.num_microbatches,
+                                                trainer.tconfig, forward_only=False)
+            grads = [p.main_grad.clone() for p in model.parameters()]
+            results.append((torch.stack(reports), grads))
+            trainer.close()
+    finally:
+        teardown()
+    (loop_reports, loop_grads), (sched_reports, sched_grads) = results
+    assert trainer.num_microbatches == 4 and torch.equal(loop_reports, sched_reports)
+    for a, b in zip(loop_grads, sched_grads, strict=True):
+        assert torch.equal(a, b)
+    assert any(g.abs().sum() > 0 for g in loop_grads)
