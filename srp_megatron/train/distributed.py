@@ -46,10 +46,15 @@ def use_cuda(device: str) -> bool:
     """Whether to train on CUDA for ``device`` = ``auto`` | ``cpu`` | ``cuda`` (the config's ``device``)."""
     import torch
 
-    if device == "cuda" and not torch.cuda.is_available():
-        from srp_megatron.errors import SRPError
+    from srp_megatron.errors import SRPError
 
+    if device == "cuda" and not torch.cuda.is_available():
         raise SRPError("device=cuda but CUDA is not available here: use device=auto or device=cpu")
+    if device == "cpu" and torch.cuda.is_available():
+        # megatron-core keeps some buffers on torch.cuda.current_device(); the CPU accommodations that
+        # redirect it apply only where CUDA is absent.
+        raise SRPError("device=cpu on a machine with CUDA: hide the GPUs (CUDA_VISIBLE_DEVICES= srp pretrain ...) "
+                       "or use device=auto")
     return device == "cuda" or (device == "auto" and torch.cuda.is_available())
 
 

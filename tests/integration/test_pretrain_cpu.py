@@ -11,7 +11,7 @@ import pytest
 
 
 def _srp(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # the CPU path, on any machine
     done = subprocess.run([sys.executable, "-m", "srp_megatron.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
     assert done.returncode == 0, f"srp {args[0]} failed:\n{done.stderr[-4000:]}"

@@ -7,7 +7,11 @@ import contextlib
 import json
 import os
 
+import pytest
 import torch
+
+#: Training tests run the CPU path; on a GPU machine run them with the GPUs hidden (CUDA_VISIBLE_DEVICES=).
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-path test: run with CUDA_VISIBLE_DEVICES=")
 
 #: Overrides every test run uses: log every step, no TensorBoard, a fresh run unless a test resumes.
 FAST = ["logging.log_interval=1", "logging.tensorboard=false", "training.eval_interval=0", "data.num_workers=0"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from pretrain_helpers import make_srp_corpus, train
+from pretrain_helpers import cpu_only, make_srp_corpus, train
 
 from srp_megatron.errors import SRPError
 from srp_megatron.train.checkpoint import TRACKER_FILE, checkpoint_path, latest_iteration
@@ -23,6 +23,7 @@ def _curve(records: list[dict]) -> dict[int, tuple[float, float, float]]:
     return {r["step"]: (r["loss/total(nats)"], r["optim/grad_norm"], r["optim/lr"]) for r in records}
 
 
+@cpu_only
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, prefix):
     whole = _curve(train(str(tmp_path / "whole"), prefix, *RUN, "checkpoint.save_at_end=false"))
     assert sorted(whole) == [1, 2, 3, 4, 5, 6]
@@ -40,6 +41,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, prefix):
     assert latest_iteration(os.path.join(split_dir, "checkpoints")) == 6
 
 
+@cpu_only
 def test_resume_required_without_checkpoint_fails(tmp_path, prefix):
     with pytest.raises(SRPError, match="checkpoint.resume=required"):
         train(str(tmp_path / "run"), prefix, *RUN, "checkpoint.resume=required", steps=0)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from pretrain_helpers import make_srp_corpus, read_metrics, train
+from pretrain_helpers import cpu_only, make_srp_corpus, read_metrics, train
 
 from srp_megatron.config.loader import ConfigError, preset_names
 from srp_megatron.errors import SRPError
@@ -97,6 +97,7 @@ def test_loss_func_is_megatrons_with_per_span_sums():
     assert without.tolist() == pytest.approx(report[:2].tolist())
 
 
+@cpu_only
 def test_per_span_losses_add_up_to_the_total(tmp_path, prefix):
     records = train(str(tmp_path / "run"), prefix, *RUN)
     assert [r["step"] for r in records] == [1, 2, 3]
@@ -108,6 +109,7 @@ def test_per_span_losses_add_up_to_the_total(tmp_path, prefix):
         assert counts["reflection"] > 0 and counts["text"] > counts["reflection"]
 
 
+@cpu_only
 def test_a_masking_policy_reaches_the_loss(tmp_path, prefix):
     records = train(str(tmp_path / "run"), prefix, *RUN, "data.loss_policy=reflection_context")
     for r in records:
@@ -123,6 +125,7 @@ def test_report_metrics_total_is_independent_of_spans():
     assert out["loss/total(nats)"] == 2.5 and out["loss/text(nats)"] == 2.0 and out["loss/reflection(nats)"] == 4.0
 
 
+@cpu_only
 def test_nan_loss_stops_naming_step_and_samples(tmp_path, prefix, monkeypatch):
     from srp_megatron.train import metrics
 
@@ -187,6 +190,7 @@ def test_parse_blend():
         parse_blend(["0.3", "/a", "/b", "0.7"], "k")
 
 
+@cpu_only
 def test_cpu_loop_matches_megatrons_schedule(tmp_path, prefix):
     """The CPU stand-in and megatron's ``forward_backward_no_pipelining`` (what GPUs run at PP=1), driven
     with the same forward step and loss function, give the same reports and gradients."""

@@ -10,7 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from pretrain_helpers import FAST, make_srp_corpus, read_metrics, train
+from pretrain_helpers import FAST, cpu_only, make_srp_corpus, read_metrics, train
+
+pytestmark = cpu_only
 
 # The padded vocabulary must match: 128 x TP=1 here, 64 x TP=2 in the TP=2 run (megatron pads per TP rank).
 RUN = ["training.train_iters=4", "training.global_batch_size=8", "training.micro_batch_size=4",
@@ -35,8 +37,8 @@ def _torchrun(run_dir: str, prefix: str, *overrides: str) -> str:
         "-m", "srp_megatron.cli", "pretrain", "tiny-cpu", f"data.paths=[{prefix}]", f"logging.run_dir={run_dir}",
         *FAST, *overrides,
     ]
-    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=240)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stderr
 
