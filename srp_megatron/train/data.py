@@ -117,6 +117,7 @@ def parse_blend(values: list[str], key: str) -> tuple[list[str], list[float] | N
     values = [str(v).strip() for v in values]
 
     def is_number(text: str) -> bool:
+        """True for a weight such as ``0.7``."""
         try:
             float(text)
             return True
@@ -161,7 +162,7 @@ def build_datasets(cfg: DataConfig, tokenizer: Any, sizes: list[int], *, seq_len
     )
 
     def is_built_on_rank() -> bool:
-        # As Megatron-LM: TP rank 0 of the stages that read data (first: tokens, last: labels).
+        """As Megatron-LM: TP rank 0 of the stages that read data (first: tokens, last: labels)."""
         return parallel_state.get_tensor_model_parallel_rank() == 0 and (
             parallel_state.is_pipeline_first_stage() or parallel_state.is_pipeline_last_stage()
         )

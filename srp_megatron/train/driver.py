@@ -39,8 +39,7 @@ class Trainer:
         t, p = cfg.training, cfg.parallel
         use_cuda = distributed.use_cuda(cfg.device.value)
         if p.tp_comm_overlap:
-            raise SRPError("parallel.tp_comm_overlap=true is not supported by srp pretrain (it needs TE userbuffers "
-                           "set up per job): set it false")
+            raise SRPError("parallel.tp_comm_overlap=true: not supported by srp pretrain (TE userbuffers); set false")
         validate_layout(cfg.model, cfg.precision, p, world_size=int(os.environ.get("WORLD_SIZE", "1")),
                         gpu=None if use_cuda else "cpu", seq_length=t.seq_length,
                         micro_batch_size=t.micro_batch_size, global_batch_size=t.global_batch_size,
@@ -130,7 +129,9 @@ class Trainer:
         # As Megatron-LM's train(): the schedules call these hooks.
         tc.grad_scale_func = self.optimizer.scale_loss
         tc.finalize_model_grads_func = finalize_model_grads
+
         def per_chunk(name: str) -> Any:
+            """A method of every model chunk (the schedules take one, or a list with VPP)."""
             funcs = [getattr(c, name) for c in self.model]
             return funcs if len(funcs) > 1 else funcs[0]
 
@@ -149,24 +150,18 @@ class Trainer:
                               cache_dir=self.cfg.data_cache_dir, create_attention_mask=self.batch_spec.attention_mask)
 
     def _resume(self) -> None:
-        from srp_megatron.train.checkpoint import (
-            ResumeMode,
-            latest_iteration,
-            load_checkpoint,
-            require_checkpoint_dependencies,
-        )
+        from srp_megatron.train import checkpoint
 
         ck = self.cfg.checkpoint
         if ck.save_at_end or ck.save_interval or self.cfg.training.exit_interval:
-            require_checkpoint_dependencies()  # fail now, not at the first save
-        mode = ck.resume
-        if mode == ResumeMode.never:
+            checkpoint.require_checkpoint_dependencies()  # fail now, not at the first save
+        if ck.resume == checkpoint.ResumeMode.never:
             return
-        if latest_iteration(self.cfg.load_dir) is None:
-            if mode == ResumeMode.required:
+        if checkpoint.latest_iteration(self.cfg.load_dir) is None:
+            if ck.resume == checkpoint.ResumeMode.required:
                 raise SRPError(f"checkpoint.resume=required but '{self.cfg.load_dir}' holds no checkpoint")
             return
-        progress = load_checkpoint(ck, self.cfg.load_dir, self.model, self.optimizer, self.scheduler,
+        progress = checkpoint.load_checkpoint(ck, self.cfg.load_dir, self.model, self.optimizer, self.scheduler,
                                    use_distributed_optimizer=self.cfg.parallel.use_distributed_optimizer,
                                    on_gpu=self.env.on_gpu)
         self.load_state_dict(progress)
