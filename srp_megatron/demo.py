@@ -70,10 +70,16 @@ def _render(labels: str, tokenizer: str, prefix: str, arm: str, template: str) -
 def _pretrain(prefix: str, tokenizer: str, run_dir: str, iters: int) -> dict:
     from srp_megatron.train.config import load_pretrain_config
     from srp_megatron.train.driver import run_pretrain
+    from srp_megatron.train.metrics import plot_losses, read_metrics
 
     overrides = [f"data.paths=[{prefix}]", f"data.tokenizer={tokenizer}", f"training.train_iters={iters}",
-                 f"logging.run_dir={run_dir}", f"checkpoint.save={run_dir}/checkpoints"]
-    return run_pretrain(load_pretrain_config("tiny-cpu", overrides))
+                 f"training.eval_interval={iters}", f"logging.run_dir={run_dir}", "logging.log_interval=5"]
+    run_pretrain(load_pretrain_config("tiny-cpu", overrides))
+    train = [r for r in read_metrics(run_dir) if r["split"] == "train"]
+    spans = {k.removeprefix("loss/").removesuffix("(nats)"): round(v, 3)
+             for k, v in train[-1].items() if k.startswith("loss/") and k != "loss/total(nats)"}
+    return {"iterations": train[-1]["step"], "first_loss": train[0]["loss/total(nats)"],
+            "last_loss": train[-1]["loss/total(nats)"], "last_span_losses": spans, "plot": plot_losses(run_dir)}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -115,4 +121,4 @@ def _print_summary(summary: dict) -> None:
     if "pretrain" in summary:
         p = summary["pretrain"]
         print(f"\npretrain (tiny GPTModel, CPU): loss {p['first_loss']:.3f} -> {p['last_loss']:.3f} "
-              f"over {p['iterations']} steps; last per-span losses {p['last_span_losses']}")
+              f"over {p['iterations']} steps; last per-span losses {p['last_span_losses']}; plot {p['plot']}")

@@ -56,7 +56,8 @@ def _enum_values_to_names(base: DictConfig, update: Any, source: str, prefix: st
     return out
 
 
-def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+def merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    """Merge ``update`` into ``base``; errors name the key and ``source``."""
     if isinstance(update, DictConfig):
         update = OmegaConf.to_container(update)
     try:
@@ -132,11 +133,11 @@ def load_config(
     """
     cfg = OmegaConf.structured(schema)
     for path in paths:
-        cfg = _merge(cfg, load_yaml(path), path)
+        cfg = merge(cfg, load_yaml(path), path)
     if values:
-        cfg = _merge(cfg, OmegaConf.create({k: v for k, v in values.items() if v is not None}), "command-line flags")
+        cfg = merge(cfg, OmegaConf.create({k: v for k, v in values.items() if v is not None}), "command-line flags")
     if overrides:
-        cfg = _merge(cfg, parse_overrides(overrides), "command line")
+        cfg = merge(cfg, parse_overrides(overrides), "command line")
     sources = ", ".join([*paths, *(["command line"] if overrides or values else [])]) or "defaults"
     try:
         return OmegaConf.to_object(cfg)  # runs __post_init__ of every nested dataclass

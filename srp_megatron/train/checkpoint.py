@@ -160,7 +160,7 @@ def save_checkpoint(
     from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
     from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
 
-    from srp_megatron.train.distributed import cuda_calls_on_cpu
+    from srp_megatron.train.cpu import cuda_calls_on_cpu
 
     path = checkpoint_path(directory, iteration)
     if dist.get_rank() == 0:
@@ -205,7 +205,7 @@ def load_checkpoint(
     from megatron.core import dist_checkpointing, tensor_parallel
     from megatron.core.utils import unwrap_model
 
-    from srp_megatron.train.distributed import cuda_calls_on_cpu
+    from srp_megatron.train.cpu import cuda_calls_on_cpu
 
     iteration = latest_iteration(directory)
     if iteration is None:

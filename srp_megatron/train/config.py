@@ -19,9 +19,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from srp_megatron.config.loader import (
     ConfigError,
-    _merge,
     load_preset,
     load_yaml,
+    merge,
     parse_overrides,
     preset_names,
     resolve_preset,
@@ -190,10 +190,10 @@ def load_pretrain_config(path: str | None, overrides: Sequence[str] = ()) -> Pre
         name, where = (cli_preset, "command line") if cli_preset else (OmegaConf.select(yaml_cfg, f"{section}.preset"),
                                                                       source)
         if name:
-            cfg = _merge(cfg, _preset_layer(section, name, where), f"{where} ({section} preset '{name}')")
-    cfg = _merge(cfg, yaml_cfg, source)
+            cfg = merge(cfg, _preset_layer(section, name, where), f"{where} ({section} preset '{name}')")
+    cfg = merge(cfg, yaml_cfg, source)
     if overrides:
-        cfg = _merge(cfg, cli, "command line")
+        cfg = merge(cfg, cli, "command line")
     sources = source + (", command line" if overrides else "")
     if OmegaConf.is_missing(cfg, "model"):
         raise ConfigError(f"{sources}: no model: set model.preset to one of {', '.join(preset_names('model'))} "

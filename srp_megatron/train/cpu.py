@@ -6,12 +6,16 @@ assumptions are handled (see ``docs/design.md`` and the README's "What CPU runs 
 1. ``torch.cuda.current_device()`` is used as a device (global memory buffer, RoPE frequencies);
 2. the CUDA RNG tracker is forked around tensor-parallel initialisation and dropout;
 3. the pipeline schedules allocate on ``"cuda"`` (so on CPU the driver calls forward/backward directly
-   and supports PP=1 only).
+   and supports PP=1 only);
+4. the optimizer and ``dist_checkpointing`` create tensors on ``"cuda"``, assert CUDA gradient types and call
+   ``torch.cuda.synchronize()`` (``cuda_calls_on_cpu``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import torch
 
@@ -41,3 +45,42 @@ def initialize_cpu_rng_tracker() -> None:
     from megatron.core.tensor_parallel.random import initialize_rng_tracker
 
     initialize_rng_tracker(inference_rng_tracker=True, force_reset=True)
+
+
+@contextlib.contextmanager
+def cuda_calls_on_cpu() -> Iterator[None]:
+    """CPU accommodation (4): run megatron code that hard-codes CUDA (optimizer, checkpoint I/O) on the CPU.
+
+    megatron's optimizer creates its scalars with ``device='cuda'`` and asserts ``torch.cuda.FloatTensor``
+    gradients; ``dist_checkpointing`` calls ``torch.cuda.synchronize()``. Inside this context (CPU only;
+    a no-op with CUDA) ``cuda`` factory calls get the CPU, CPU tensors report CUDA type names, ``.cuda()``
+    stays on the CPU and ``synchronize`` does nothing.
+    """
+    if not cuda_absent():
+        yield
+        return
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._device import _device_constructors
+
+    constructors = _device_constructors()
+
+    class _CudaOnCpu(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.Tensor.cuda:
+                return args[0]
+            device = kwargs.get("device")
+            if device is not None and func in constructors and torch.device(device).type == "cuda":
+                kwargs["device"] = "cpu"
+            out = func(*args, **kwargs)
+            if func is torch.Tensor.type and len(args) == 1 and not kwargs and isinstance(out, str):
+                return out.replace("torch.", "torch.cuda.", 1)
+            return out
+
+    synchronize = torch.cuda.synchronize
+    torch.cuda.synchronize = lambda device=None: None
+    try:
+        with _CudaOnCpu():
+            yield
+    finally:
+        torch.cuda.synchronize = synchronize

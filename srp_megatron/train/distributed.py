@@ -8,13 +8,11 @@ Model parallelism is megatron-core's ``parallel_state``; seeds follow Megatron-L
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import os
 import random
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,47 +172,3 @@ def teardown() -> None:
         parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-@contextlib.contextmanager
-def cuda_calls_on_cpu() -> Iterator[None]:
-    """CPU accommodation (4): run megatron code that hard-codes CUDA (optimizer, checkpoint I/O) on the CPU.
-
-    megatron's optimizer creates its scalars with ``device='cuda'`` and asserts ``torch.cuda.FloatTensor``
-    gradients; ``dist_checkpointing`` calls ``torch.cuda.synchronize()``. Inside this context (CPU only;
-    a no-op with CUDA) ``cuda`` factory calls get the CPU, CPU tensors report CUDA type names, ``.cuda()``
-    stays on the CPU and ``synchronize`` does nothing. NOTE: belongs with the other accommodations in
-    ``train/cpu.py`` (owned by the lead); it lives here until it moves there.
-    """
-    import torch
-
-    from srp_megatron.train.cpu import cuda_absent
-
-    if not cuda_absent():
-        yield
-        return
-    from torch.overrides import TorchFunctionMode
-    from torch.utils._device import _device_constructors
-
-    constructors = _device_constructors()
-
-    class _CudaOnCpu(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if func is torch.Tensor.cuda:
-                return args[0]
-            device = kwargs.get("device")
-            if device is not None and func in constructors and torch.device(device).type == "cuda":
-                kwargs["device"] = "cpu"
-            out = func(*args, **kwargs)
-            if func is torch.Tensor.type and len(args) == 1 and not kwargs and isinstance(out, str):
-                return out.replace("torch.", "torch.cuda.", 1)
-            return out
-
-    synchronize = torch.cuda.synchronize
-    torch.cuda.synchronize = lambda device=None: None
-    try:
-        with _CudaOnCpu():
-            yield
-    finally:
-        torch.cuda.synchronize = synchronize

@@ -57,6 +57,7 @@ class Trainer:
         self._build_optimizer_and_scheduler()
         self.train_ds, self.valid_ds = self._build_datasets()
         self.iteration, self.consumed_samples = 0, 0
+        self._interval_report = None  # summed loss report since the last log line
         self._resume()
         data, mbs, on_gpu = cfg.data, t.micro_batch_size, self.env.on_gpu
         train_loader = build_loader(self.train_ds, self.consumed_samples, mbs, data.num_workers, on_gpu)
@@ -249,7 +250,7 @@ class Trainer:
     def train_step(self) -> dict:
         """One optimizer step: micro-batches with gradient accumulation, loss over the global trained tokens,
         finite check, clipping and AdamW (megatron's optimizer), schedule. Returns the step's metrics."""
-        from srp_megatron.train.distributed import cuda_calls_on_cpu
+        from srp_megatron.train.cpu import cuda_calls_on_cpu
         from srp_megatron.train.metrics import report_metrics
         from srp_megatron.train.optim import current_lr
 
@@ -257,6 +258,8 @@ class Trainer:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
         report = self._forward_backward(self.train_iterators, forward_only=False)
+        # Losses are logged as token-weighted means over the log interval, like Megatron-LM's.
+        self._interval_report = report if self._interval_report is None else self._interval_report + report
         metrics = report_metrics(report, self.span_names)
         self._check_finite("the loss", metrics["loss/total(nats)"])
         with cuda_calls_on_cpu():
@@ -303,6 +306,8 @@ class Trainer:
 
     def train(self) -> None:
         """Train from the current iteration to ``train_iters``: log, evaluate and save on their intervals."""
+        from srp_megatron.train.metrics import report_metrics
+
         t, ck = self.cfg.training, self.cfg.checkpoint
         if self.iteration >= t.train_iters:
             logger.info("nothing to do: iteration %d >= training.train_iters=%d", self.iteration, t.train_iters)
@@ -312,6 +317,8 @@ class Trainer:
             metrics = self.train_step()
             step, last = self.iteration, self.iteration == t.train_iters
             if self.metrics.should_log(step):
+                metrics.update(report_metrics(self._interval_report, self.span_names))
+                self._interval_report = None
                 self.metrics.log(step, {**metrics, **self.metrics.throughput(step)}, "train")
             exiting = bool(t.exit_interval) and step % t.exit_interval == 0 and not last
             evaluating = bool(t.eval_interval) and (step % t.eval_interval == 0 or last)
@@ -379,11 +386,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config overrides, e.g. training.train_iters=100 data.paths=[/data/fineweb_srp]")
 
 
-def main(args: argparse.Namespace) -> int:
-    """Load the config, train, and tear the process groups down on every path."""
+def run_pretrain(cfg: PretrainConfig) -> str:
+    """Train per ``cfg`` and tear the process groups down on every path; returns the run directory."""
     from srp_megatron.train.distributed import teardown
 
-    cfg = load_pretrain_config(args.config, args.overrides)
     trainer = None
     try:
         trainer = Trainer(cfg)
@@ -392,4 +398,10 @@ def main(args: argparse.Namespace) -> int:
         if trainer is not None:
             trainer.close()
         teardown()
+    return cfg.logging.run_dir
+
+
+def main(args: argparse.Namespace) -> int:
+    """Load the config and train."""
+    run_pretrain(load_pretrain_config(args.config, args.overrides))
     return 0

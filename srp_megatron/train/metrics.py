@@ -251,3 +251,35 @@ def format_console_line(prefix: str, step: int, total: int, metrics: dict) -> st
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             parts.append(fmt.format(value))
     return " | ".join(parts)
+
+
+def read_metrics(run_dir: str) -> list[dict]:
+    """The records of ``RUN_DIR/metrics.jsonl`` (one per logged step and split)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_losses(run_dir: str, out_png: str | None = None) -> str:
+    """Plot the training loss per span type against the step into ``RUN_DIR/losses.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: clusters and CI have no display
+    import matplotlib.pyplot as plt
+
+    train = [r for r in read_metrics(run_dir) if r["split"] == "train"]
+    keys = sorted({k for r in train for k in r if k.startswith("loss/")})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in keys:
+        points = [(r["step"], r[key]) for r in train if key in r and math.isfinite(r[key])]
+        if points:
+            ax.plot(*zip(*points, strict=True), label=key.removeprefix("loss/").removesuffix("(nats)"))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(f"training loss per span type: {os.path.basename(os.path.abspath(run_dir))}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    out_png = out_png or os.path.join(run_dir, "losses.png")
+    fig.savefig(out_png, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out_png

@@ -123,7 +123,7 @@ def build_optimizer(
     """
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
-    from srp_megatron.train.distributed import cuda_calls_on_cpu
+    from srp_megatron.train.cpu import cuda_calls_on_cpu
 
     config = OptimizerConfig(
         optimizer="adam",

@@ -196,7 +196,8 @@ def test_cpu_loop_matches_megatrons_schedule(tmp_path, prefix):
     with the same forward step and loss function, give the same reports and gradients."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from srp_megatron.train.distributed import cuda_calls_on_cpu, teardown
+    from srp_megatron.train.cpu import cuda_calls_on_cpu
+    from srp_megatron.train.distributed import teardown
     from srp_megatron.train.driver import Trainer, _forward_backward_cpu
 
     cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{prefix}]", f"logging.run_dir={tmp_path}", *RUN,
