@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
-import json
 import logging
 import os
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -31,17 +29,17 @@ from srp_megatron.prep.documents import (
     RawRecord,
     ReaderConfig,
     RecordStream,
-    StreamStats,
     parse_record,
     unit_batches,
 )
-from srp_megatron.prep.label import LABELERS, Label, Labeler, LabelFailure, SegmentedDocument
+from srp_megatron.prep.label import LABELERS, Labeler, LabelFailure, SegmentedDocument
 from srp_megatron.prep.label.hf_classifier import HFClassifierLabelerConfig
 from srp_megatron.prep.label.keyword import KeywordLabelerConfig
 from srp_megatron.prep.label.openai import OpenAILabelerConfig
 from srp_megatron.prep.label.oracle import OracleLabeler, OracleLabelerConfig, Presegmented
+from srp_megatron.prep.label_units import UnitWriter, done_units, write_manifest
 from srp_megatron.prep.segment import Segmenter, SegmenterConfig
-from srp_megatron.prep.segments_io import MANIFEST, LabelledDocument
+from srp_megatron.prep.segments_io import LabelledDocument
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +135,12 @@ class _Worker:
         self.labeler = build_labeler(cfg)
         self.oracle = self.labeler if isinstance(self.labeler, OracleLabeler) else None
 
-    def process(self, item: tuple[int, list[RawRecord]]) -> tuple[int, str, list[DocResult]]:
-        """``(unit, labeler identity, results in record order)`` for one batch of a unit."""
+    def process(self, item: tuple[int, list[RawRecord]]) -> tuple[int, str, list[DocResult], dict[str, int]]:
+        """``(unit, labeler identity, results in record order, labeler counters of the batch)`` for one batch."""
         unit, records = item
         results: list[DocResult] = []
         pending: list[tuple[DocResult, SegmentedDocument, list[str | None]]] = []
+        before = self.labeler.stats()  # counters are per process: the batch's share travels with its results
         text_from_row = self.oracle.text_from_row if self.oracle else None
         for rec in records:
             doc = parse_record(rec, self.reader, text_from_row)
@@ -163,7 +162,8 @@ class _Worker:
                     raise RuntimeError(f"{self.labeler.identity}: {len(lab)} labels, {len(sdoc.segments)} segments")
                 else:
                     res.doc = LabelledDocument(res.doc_index, sdoc.doc_id, sdoc.segments, list(lab), rewrites)
-        return unit, self.labeler.identity, results
+        stats = {k: n - before.get(k, 0) for k, n in self.labeler.stats().items() if n != before.get(k, 0)}
+        return unit, self.labeler.identity, results, stats
 
     def _split(self, doc: Document) -> tuple[list[str], list[str | None]] | LabelFailure:
         if self.oracle is not None:
@@ -189,7 +189,7 @@ def _init_pool_worker(cfg: LabelConfig) -> None:
     multiprocessing.util.Finalize(_POOL_WORKER, _POOL_WORKER.close, exitpriority=10)
 
 
-def _pool_process(item: tuple[int, list[RawRecord]]) -> tuple[int, str, list[DocResult]]:
+def _pool_process(item: tuple[int, list[RawRecord]]) -> tuple[int, str, list[DocResult], dict[str, int]]:
     return _POOL_WORKER.process(item)
 
 
@@ -229,136 +229,27 @@ def _batch_labeller(cfg: LabelConfig) -> Iterator[Callable[[Iterator], Iterator]
         pool.join()
 
 
-def write_json_atomic(obj: dict, path: str, tmp_suffix: str = ".tmp") -> None:
-    """Write deterministic JSON (sorted keys) via a temporary file, so readers never see a partial file."""
-    tmp = path + tmp_suffix
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-class _UnitWriter:
-    """Collects the results of one unit and writes its Parquet file and stats when the unit is complete."""
-
-    def __init__(self, cfg: LabelConfig, config: dict):
-        self.cfg, self.config = cfg, config
-        self.unit, self.identity, self.docs, self.stats = -1, "", [], {}
-
-    def add(self, unit: int, identity: str, results: list[DocResult]) -> None:
-        """Add a batch's results; finishing the previous unit first if this batch starts a new one."""
-        if unit != self.unit:
-            self.flush()
-            if unit > 999_999:  # unit file names must keep sorting in stream order
-                raise SRPError("the input has more than 999,999 units of work: raise docs_per_unit")
-            self.unit, self.identity, self.docs = unit, identity, []
-            self.stats = {"docs_in": 0, "docs_ok": 0, "segments": 0, "chars": 0,
-                          "docs_skipped": Counter(), "labels": Counter(), "categories": Counter()}
-        st = self.stats
-        for r in results:
-            st["docs_in"] += 1
-            if r.doc is None:
-                if self.cfg.strict:
-                    raise SRPError(f"{r.location}: {r.reason}: {r.detail} (--strict stops at the first bad record)")
-                st["docs_skipped"][r.reason] += 1
-                continue
-            st["docs_ok"] += 1
-            st["chars"] += r.chars
-            st["segments"] += len(r.doc.segments)
-            st["labels"].update(lab.label.value for lab in r.doc.labels)
-            st["categories"].update(c for lab in r.doc.labels for c in lab.categories)
-            self.docs.append(r.doc)
-
-    def flush(self) -> None:
-        """Write the current unit (Parquet first, then its stats, which mark it done)."""
-        if self.unit < 0:
-            return
-        from srp_megatron.prep.segments_io import documents_to_table, unit_path, write_table_atomic
-
-        write_table_atomic(documents_to_table(self.docs, self.identity), unit_path(self.cfg.out, self.unit))
-        stats = {**self.stats, "unit": self.unit, "labeler": self.identity, "config": self.config}
-        write_json_atomic(stats, os.path.join(self.cfg.out, f"stats-{self.unit:06d}.json"))
-        self.unit, self.docs = -1, []
-
-
-def _done_units(cfg: LabelConfig, config: dict) -> dict[int, dict]:
-    """Stats of the finished units in the output directory (any shard's); refuses other settings' units."""
-    done = {}
-    for path in sorted(glob.glob(os.path.join(cfg.out, "stats-*.json"))):
-        with open(path, encoding="utf-8") as f:
-            stats = json.load(f)
-        if stats.get("config") != config:
-            old = stats.get("config") or {}
-            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise SRPError(f"{path} was written with other settings ({', '.join(diff)} differ): rerun with the same "
-                           "arguments to resume, or write to a new --out directory")
-        done[stats["unit"]] = stats
-    return done
-
-
-def build_manifest(cfg: LabelConfig, config: dict, stream: StreamStats) -> dict:
-    """``manifest.json``: every finished unit's stats summed, plus what the reader saw of the whole stream."""
-    n_units = -(-stream.records // cfg.docs_per_unit)
-    done = _done_units(cfg, config)
-    units = [done[u] for u in range(n_units) if u in done]
-    sums: Counter = Counter()
-    skipped, labels, categories = Counter(), Counter({lab.value: 0 for lab in Label}), Counter()
-    for st in units:
-        sums.update({k: st[k] for k in ("docs_in", "docs_ok", "segments", "chars")})
-        skipped.update(st["docs_skipped"])
-        labels.update(st["labels"])
-        categories.update(st["categories"])
-    return {
-        "complete": len(units) == n_units,
-        "units": n_units,
-        "units_done": len(units),
-        "records": stream.records,
-        **{k: sums[k] for k in ("docs_in", "docs_ok", "segments", "chars")},
-        "docs_skipped": dict(skipped),
-        "labels": dict(labels),
-        "categories": dict(categories),
-        "labeler": ", ".join(sorted({st["labeler"] for st in units})) or cfg.labeler,
-        "files": stream.files,
-        "files_skipped": dict(stream.files_skipped),
-        "file_errors": stream.file_errors,
-        "blank_lines": stream.blank_lines,
-        "config": config,
-    }
-
-
-def _write_manifest(cfg: LabelConfig, config: dict, stream: StreamStats) -> dict:
-    path = os.path.join(cfg.out, MANIFEST)
-    manifest = build_manifest(cfg, config, stream)
-    write_json_atomic(manifest, path, f".{cfg.shard_index}.tmp")
-    if not manifest["complete"] and cfg.num_shards > 1:
-        # a shard that finished while we counted may have written first: recount so the last write is complete
-        again = build_manifest(cfg, config, stream)
-        if again != manifest:
-            write_json_atomic(again, path, f".{cfg.shard_index}.tmp")
-            manifest = again
-    return manifest
-
-
 def run_label(cfg: LabelConfig) -> dict:
     """Label this shard's unfinished units, then write ``manifest.json``; returns the manifest."""
     from tqdm import tqdm
 
     os.makedirs(cfg.out, exist_ok=True)
     config = output_config(cfg)
-    done = set(_done_units(cfg, config))
+    done = set(done_units(cfg, config))
     stream = RecordStream(
         cfg.inputs, cfg.reader, cfg.docs_per_unit,
         lambda u: u % cfg.num_shards == cfg.shard_index and u not in done, cfg.strict,
     )
-    writer = _UnitWriter(cfg, config)
+    writer = UnitWriter(cfg, config)
     start, chars = time.monotonic(), 0
     with tqdm(desc="label", unit="doc", disable=not cfg.progress) as bar, _batch_labeller(cfg) as label:
-        for unit, identity, results in label(unit_batches(stream, cfg.docs_per_unit, cfg.batch_docs)):
-            writer.add(unit, identity, results)
+        for unit, identity, results, labeler_stats in label(unit_batches(stream, cfg.docs_per_unit, cfg.batch_docs)):
+            writer.add(unit, identity, results, labeler_stats)
             chars += sum(r.chars for r in results)
             bar.update(len(results))
             bar.set_postfix_str(f"{chars / 4 / max(time.monotonic() - start, 1e-9):,.0f} tok/s", refresh=False)
         writer.flush()
-    manifest = _write_manifest(cfg, config, stream.stats)
+    manifest = write_manifest(cfg, config, stream.stats)
     logger.info("%s: %d/%d units done; docs in %d, ok %d, skipped %s; segments %s", cfg.out, manifest["units_done"],
                 manifest["units"], manifest["docs_in"], manifest["docs_ok"], manifest["docs_skipped"],
                 manifest["labels"])

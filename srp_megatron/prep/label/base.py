@@ -56,6 +56,11 @@ class Labeler(ABC):
     def label_documents(self, docs: Sequence[SegmentedDocument]) -> list[list[SegmentLabel] | LabelFailure]:
         """One entry per document: a label per segment, or a failure (never a silent 'safe')."""
 
+    def stats(self) -> dict[str, int]:
+        """Counters of this process since construction (requests, retries, failures...); summed per unit of
+        work into the labels manifest's ``labeler_stats``. Most labelers count nothing."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook, most labelers hold nothing
         """Release clients, pools or models."""
 
