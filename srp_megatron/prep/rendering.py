@@ -4,17 +4,18 @@ Usage::
 
     srp render LABELS_DIR --tokenizer PATH --arm srp --out PREFIX [--template paper|special]
     srp render LABELS_DIR --config filter_document --tokenizer PATH --out PREFIX filter.drop=[unsafe]
+    srp render LABELS_DIR --tokenizer PATH --out data/srp_{shard} --num-shards 16 --shard-index $SLURM_ARRAY_TASK_ID
 
 Writes ``PREFIX.bin/.idx`` (tokens, EOD after each document), ``PREFIX_spans.bin/.idx`` (a span type per
 token: 0 text, 1 reflection, 2 reflection_marker, 3 unsafe_text), ``PREFIX.json`` (arm, template,
 tokenizer identity, counts) and, for the ``special`` template, the extended tokenizer ``PREFIX_tokenizer/``.
-Presets: ``conf/render/*.yaml``; any option can be set as ``key=value``.
+Presets: ``conf/render/*.yaml``; any option can be set as ``key=value``. With ``--num-shards N --shard-index I``
+the task renders only the label units ``u % N == I`` (memory grows with the documents of one prefix).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -29,8 +30,9 @@ import numpy as np
 from srp_megatron.errors import SRPError
 from srp_megatron.prep.arms import ARMS, Arm, FilterConfig, RewriteConfig, TextPiece
 from srp_megatron.prep.label.base import Label
+from srp_megatron.prep.render_input import ExpectedCounts, expected_counts, read_manifest, select_units
 from srp_megatron.prep.rendered import SPAN_DTYPE, RenderedDatasetWriter, RenderMetadata, SpanType, spans_prefix
-from srp_megatron.prep.segments_io import MANIFEST, LabelledDocument, iter_labelled_documents
+from srp_megatron.prep.segments_io import LabelledDocument, iter_labelled_documents
 from srp_megatron.prep.templates import ReflectionTemplate, TemplateConfig, TemplateKind
 from srp_megatron.prep.tokenizer import Tokenizer, TokenizerConfig, TokenizerKind
 
@@ -50,7 +52,8 @@ class RenderConfig:
     labels_dir: str = ""
     """Labels directory written by ``srp label`` (``segments-*.parquet`` + ``manifest.json``)."""
     out: str = ""
-    """Output prefix: writes ``PREFIX.bin/.idx``, ``PREFIX_spans.bin/.idx``, ``PREFIX.json``."""
+    """Output prefix: writes ``PREFIX.bin/.idx``, ``PREFIX_spans.bin/.idx``, ``PREFIX.json``; ``{shard}`` in it
+    becomes the shard index as 5 digits (``data/srp_{shard}`` -> ``data/srp_00003``)."""
     arm: str = "srp"
     """Experiment arm: ``srp``, ``raw``, ``filter``, ``rewrite``, ``tag`` (registry ``ARMS``)."""
     template: TemplateConfig = field(default_factory=TemplateConfig)
@@ -67,6 +70,11 @@ class RenderConfig:
     """Replace an existing dataset at ``out``; otherwise an existing one is an error."""
     allow_incomplete: bool = False
     """Render a labels directory whose manifest says labelling is not complete."""
+    num_shards: int = 1
+    """Tasks of an array job sharing the render, each writing its own prefix (label unit u goes to shard
+    u % num_shards); 1 renders the whole labels directory."""
+    shard_index: int = 0
+    """This task's shard, 0 <= shard_index < num_shards (e.g. ``$SLURM_ARRAY_TASK_ID``)."""
     progress: bool = True
     """Show a progress bar (documents/s, tokens/s) on stderr."""
 
@@ -81,6 +89,17 @@ class RenderConfig:
             raise ValueError(f"arm={self.arm!r} is unknown: use one of {', '.join(ARMS.names())}")
         if self.batch_docs < 1:
             raise ValueError(f"batch_docs={self.batch_docs} must be >= 1 (e.g. 256)")
+        if self.num_shards < 1:
+            raise ValueError(f"num_shards={self.num_shards} must be >= 1 (1: no sharding)")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(
+                f"shard_index={self.shard_index}: must be in [0, num_shards={self.num_shards}) (give --shard-index)"
+            )
+
+    @property
+    def prefix(self) -> str:
+        """The output prefix: ``out`` with ``{shard}`` replaced by the 5-digit shard index."""
+        return self.out.replace("{shard}", f"{self.shard_index:05d}")
 
 
 @dataclass
@@ -107,24 +126,11 @@ def _batches(docs: Iterator[LabelledDocument], size: int) -> Iterator[list[Label
         yield batch
 
 
-def _check_inputs(cfg: RenderConfig) -> dict | None:
-    """Refuse an incomplete labels directory or an existing output; return the manifest if any."""
-    manifest = None
-    path = os.path.join(cfg.labels_dir, MANIFEST)
-    if os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                manifest = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise SRPError(f"{path}: not valid JSON ({exc})") from None
-        if not manifest.get("complete", False) and not cfg.allow_incomplete:
-            raise SRPError(f"{path}: labelling is not complete (finish srp label, or set allow_incomplete=true)")
-    else:
-        logger.warning("%s has no %s: its segment counts cannot be checked", cfg.labels_dir, MANIFEST)
-    existing = [cfg.out + s for s in (*DATA_SUFFIXES, ".json", TOKENIZER_SUFFIX) if os.path.exists(cfg.out + s)]
+def _check_output(cfg: RenderConfig) -> None:
+    """Refuse to replace an existing dataset unless ``overwrite``."""
+    existing = [p for s in (*DATA_SUFFIXES, ".json", TOKENIZER_SUFFIX) if os.path.exists(p := cfg.prefix + s)]
     if existing and not cfg.overwrite:
         raise SRPError(f"output '{existing[0]}' exists: choose another --out or set overwrite=true")
-    return manifest
 
 
 def _prepare_tokenizer(cfg: RenderConfig) -> tuple[Tokenizer, ReflectionTemplate, dict]:
@@ -136,7 +142,7 @@ def _prepare_tokenizer(cfg: RenderConfig) -> tuple[Tokenizer, ReflectionTemplate
     template = ReflectionTemplate(cfg.template, tokenizer)
     if cfg.template.kind != TemplateKind.SPECIAL:
         return tokenizer, template, tokenizer.identity
-    tmp_dir = cfg.out + PARTIAL_SUFFIX + TOKENIZER_SUFFIX
+    tmp_dir = cfg.prefix + PARTIAL_SUFFIX + TOKENIZER_SUFFIX
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tokenizer.save(tmp_dir)
     if tokenizer.kind == TokenizerKind.MEGATRON:
@@ -145,7 +151,7 @@ def _prepare_tokenizer(cfg: RenderConfig) -> tuple[Tokenizer, ReflectionTemplate
         shutil.copy(os.path.join(cfg.tokenizer.path, MEGATRON_METADATA), tmp_dir)
     # The identity is that of the saved tokenizer, as the dataset will load it for its consistency check.
     reloaded = Tokenizer(TokenizerConfig(path=tmp_dir, kind=tokenizer.kind, eod_token=cfg.tokenizer.eod_token))
-    identity = {**reloaded.identity, "path": os.path.abspath(cfg.out + TOKENIZER_SUFFIX)}
+    identity = {**reloaded.identity, "path": os.path.abspath(cfg.prefix + TOKENIZER_SUFFIX)}
     return tokenizer, template, identity
 
 
@@ -206,16 +212,17 @@ def _render_batch(
 
 
 def _write(
-    cfg: RenderConfig, arm: Arm, template: ReflectionTemplate, tokenizer: Tokenizer, total: int | None
+    cfg: RenderConfig, arm: Arm, template: ReflectionTemplate, tokenizer: Tokenizer, units: list[int],
+    total: int | None,
 ) -> _Totals:
-    """Stream the labels directory through the arm into the partial dataset files."""
+    """Stream the selected units of the labels directory through the arm into the partial dataset files."""
     from tqdm import tqdm
 
     totals = _Totals()
-    writer = RenderedDatasetWriter(cfg.out + PARTIAL_SUFFIX, tokenizer.vocab_size)
+    writer = RenderedDatasetWriter(cfg.prefix + PARTIAL_SUFFIX, tokenizer.vocab_size)
     start = time.monotonic()
     with tqdm(total=total, unit="doc", desc="render", disable=not cfg.progress, dynamic_ncols=True) as bar:
-        for batch in _batches(iter_labelled_documents(cfg.labels_dir), cfg.batch_docs):
+        for batch in _batches(iter_labelled_documents(cfg.labels_dir, units=units), cfg.batch_docs):
             _render_batch(batch, arm, template, tokenizer, writer, totals)
             bar.update(len(batch))
             bar.set_postfix_str(f"{writer.tokens / max(time.monotonic() - start, 1e-9):,.0f} tok/s", refresh=False)
@@ -223,7 +230,7 @@ def _write(
     return totals
 
 
-def _check_counts(cfg: RenderConfig, manifest: dict | None, totals: _Totals, arm: Arm) -> None:
+def _check_counts(cfg: RenderConfig, expected: ExpectedCounts | None, totals: _Totals, arm: Arm) -> None:
     """Every input segment and document is either written or counted as dropped."""
     dropped_segments = sum(v for k, v in arm.dropped.items() if k.startswith("segments_"))
     dropped_docs = sum(v for k, v in arm.dropped.items() if k.startswith("documents_"))
@@ -238,25 +245,25 @@ def _check_counts(cfg: RenderConfig, manifest: dict | None, totals: _Totals, arm
             f"arm {cfg.arm} left no documents of {totals.documents_in} in '{cfg.labels_dir}' "
             f"(dropped: {dict(arm.dropped)}): nothing was written"
         )
-    if manifest is not None and manifest.get("complete") and manifest.get("segments") != totals.segments_in:
+    if expected is not None and expected.segments != totals.segments_in:
         raise SRPError(
-            f"{os.path.join(cfg.labels_dir, MANIFEST)}: manifest lists {manifest.get('segments')} segments but the "
-            f"Parquet files hold {totals.segments_in}: the labels directory is damaged; nothing was written"
+            f"{expected.where}: {expected.segments} segments listed, but the Parquet files hold "
+            f"{totals.segments_in}: the labels directory is damaged; nothing was written"
         )
 
 
 def _publish(cfg: RenderConfig, meta: RenderMetadata, special: bool) -> None:
     """Move the partial files into place; PREFIX.json goes last, so only a finished render looks valid."""
-    partial = cfg.out + PARTIAL_SUFFIX
-    if os.path.exists(cfg.out + ".json"):
-        os.remove(cfg.out + ".json")  # an interrupted overwrite must not pair old metadata with new data
+    partial = cfg.prefix + PARTIAL_SUFFIX
+    if os.path.exists(cfg.prefix + ".json"):
+        os.remove(cfg.prefix + ".json")  # an interrupted overwrite must not pair old metadata with new data
     for suffix in DATA_SUFFIXES:
-        os.replace(partial + suffix, cfg.out + suffix)
+        os.replace(partial + suffix, cfg.prefix + suffix)
     # A tokenizer left by an earlier special render would not belong to this dataset.
-    shutil.rmtree(cfg.out + TOKENIZER_SUFFIX, ignore_errors=True)
+    shutil.rmtree(cfg.prefix + TOKENIZER_SUFFIX, ignore_errors=True)
     if special:
-        os.replace(partial + TOKENIZER_SUFFIX, cfg.out + TOKENIZER_SUFFIX)
-    meta.save(cfg.out)
+        os.replace(partial + TOKENIZER_SUFFIX, cfg.prefix + TOKENIZER_SUFFIX)
+    meta.save(cfg.prefix)
 
 
 def _remove_partial(prefix: str) -> None:
@@ -268,21 +275,24 @@ def _remove_partial(prefix: str) -> None:
 
 
 def render(cfg: RenderConfig) -> RenderMetadata:
-    """Render ``cfg.labels_dir`` into the dataset ``cfg.out``; returns what ``PREFIX.json`` records."""
-    manifest = _check_inputs(cfg)
+    """Render ``cfg.labels_dir`` into the dataset ``cfg.prefix``; returns what ``PREFIX.json`` records."""
+    manifest = read_manifest(cfg.labels_dir, cfg.allow_incomplete)
+    _check_output(cfg)
+    units = select_units(cfg.labels_dir, manifest, cfg.num_shards, cfg.shard_index)
+    expected = expected_counts(cfg.labels_dir, manifest, units, cfg.num_shards)
     special = cfg.template.kind == TemplateKind.SPECIAL
     try:
         tokenizer, template, identity = _prepare_tokenizer(cfg)
         arm = ARMS.get(cfg.arm)(template, cfg)
         try:
-            totals = _write(cfg, arm, template, tokenizer, manifest.get("docs_ok") if manifest else None)
+            totals = _write(cfg, arm, template, tokenizer, units, expected.docs_ok if expected else None)
         finally:
             arm.close()
-        _check_counts(cfg, manifest, totals, arm)
-        meta = _metadata(cfg, arm, template, identity, totals)
+        _check_counts(cfg, expected, totals, arm)
+        meta = _metadata(cfg, arm, template, identity, totals, units)
         _publish(cfg, meta, special)
     except BaseException:
-        _remove_partial(cfg.out)
+        _remove_partial(cfg.prefix)
         raise
     logger.info(
         "rendered %d documents, %d tokens, %d reflections (arm %s, template %s) -> %s; dropped %s",
@@ -291,15 +301,18 @@ def render(cfg: RenderConfig) -> RenderMetadata:
         meta.reflections,
         meta.arm,
         meta.template,
-        cfg.out,
+        cfg.prefix,
         dict(meta.dropped) or "none",
     )
     return meta
 
 
 def _metadata(
-    cfg: RenderConfig, arm: Arm, template: ReflectionTemplate, identity: dict, totals: _Totals
+    cfg: RenderConfig, arm: Arm, template: ReflectionTemplate, identity: dict, totals: _Totals, units: list[int]
 ) -> RenderMetadata:
+    options = {"arm": arm.options(), "template": template.options(), "eod_token": cfg.tokenizer.eod_token}
+    if cfg.num_shards > 1:  # unsharded metadata stays as it always was
+        options["shard"] = {"num_shards": cfg.num_shards, "shard_index": cfg.shard_index, "units": units}
     return RenderMetadata(
         arm=cfg.arm,
         template=cfg.template.kind.value,
@@ -312,7 +325,7 @@ def _metadata(
         span_tokens={s.name.lower(): int(totals.span_tokens[s]) for s in SpanType},
         dropped=dict(sorted(arm.dropped.items())),
         reflection_token_ids=list(template.reflection_token_ids),
-        options={"arm": arm.options(), "template": template.options(), "eod_token": cfg.tokenizer.eod_token},
+        options=options,
         source=os.path.abspath(cfg.labels_dir),
         documents_in=totals.documents_in,
         segments_in=totals.segments_in,
@@ -326,21 +339,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", metavar="PATH", help="tokenizer directory (Hugging Face or megatron-core)")
     parser.add_argument("--tokenizer-kind", choices=[k.value for k in TokenizerKind], help="default: auto")
     parser.add_argument("--arm", choices=ARMS.names(), help="experiment arm (default: srp)")
-    parser.add_argument("--out", metavar="PREFIX", help="output prefix: PREFIX.bin/.idx, PREFIX_spans.*, PREFIX.json")
-    parser.add_argument(
-        "--template", choices=[k.value for k in TemplateKind], help="reflection template (default: paper)"
-    )
-    parser.add_argument(
-        "-c",
-        "--config",
-        action="append",
-        default=[],
-        metavar="YAML",
-        help="preset name in conf/render (e.g. filter_document) or a YAML file; repeatable, later wins",
-    )
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. filter.level=document"
-    )
+    parser.add_argument("--out", metavar="PREFIX", help="output prefix: PREFIX.bin/.idx, PREFIX_spans.*, PREFIX.json; "
+                        "{shard} in it becomes the 5-digit shard index")
+    parser.add_argument("--template", choices=[k.value for k in TemplateKind], help="reflection template "
+                        "(default: paper)")
+    parser.add_argument("--num-shards", type=int, help="tasks of an array job, one prefix each (default: 1)")
+    parser.add_argument("--shard-index", type=int, help="this task's shard, e.g. $SLURM_ARRAY_TASK_ID")
+    parser.add_argument("-c", "--config", action="append", default=[], metavar="YAML",
+                        help="preset in conf/render (e.g. filter_document) or a YAML file; repeatable, later wins")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. filter.level=document")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -348,7 +356,7 @@ def main(args: argparse.Namespace) -> int:
     from srp_megatron.config import load_config
     from srp_megatron.config.loader import resolve_preset
 
-    values: dict = {"labels_dir": args.labels_dir, "out": args.out, "arm": args.arm}
+    values: dict = {k: getattr(args, k) for k in ("labels_dir", "out", "arm", "num_shards", "shard_index")}
     tokenizer = {"path": args.tokenizer, "kind": args.tokenizer_kind}
     values["tokenizer"] = {k: v for k, v in tokenizer.items() if v is not None} or None
     values["template"] = {"kind": args.template} if args.template else None
@@ -357,6 +365,6 @@ def main(args: argparse.Namespace) -> int:
     meta = render(cfg)
     print(
         f"srp render: {meta.documents} documents, {meta.tokens} tokens, {meta.reflections} reflections "
-        f"-> {cfg.out}.bin/.idx, {spans_prefix(cfg.out)}.bin/.idx, {cfg.out}.json"
+        f"-> {cfg.prefix}.bin/.idx, {spans_prefix(cfg.prefix)}.bin/.idx, {cfg.prefix}.json"
     )
     return 0

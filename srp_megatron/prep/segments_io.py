@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -78,10 +78,13 @@ def unit_files(labels_dir: str) -> list[str]:
     return files
 
 
-def iter_labelled_documents(labels_dir: str, batch_rows: int = 65536) -> Iterator[LabelledDocument]:
-    """Stream the documents of a labels directory in order, memory bounded by ``batch_rows``."""
+def iter_labelled_documents(
+    labels_dir: str, batch_rows: int = 65536, units: Sequence[int] | None = None
+) -> Iterator[LabelledDocument]:
+    """Stream the documents of a labels directory (or of its ``units`` only) in order, memory bounded by
+    ``batch_rows``."""
     pending: LabelledDocument | None = None
-    for path in unit_files(labels_dir):
+    for path in unit_files(labels_dir) if units is None else [unit_path(labels_dir, u) for u in units]:
         pf = pq.ParquetFile(path)
         if not pf.schema_arrow.equals(SEGMENTS_SCHEMA, check_metadata=False):
             raise SRPError(f"{path}: schema differs from the labels schema:\n{pf.schema_arrow}")
