@@ -44,6 +44,8 @@ class OpenAIRewriterConfig(EndpointConfig):
     """User message with the placeholders ``{context}`` and ``{segment}``."""
     empty_context: str = DEFAULT_EMPTY_CONTEXT
     """Stands in for ``{context}`` when the segment starts the document."""
+    context_chars: int = 2000
+    """Characters of preceding document text sent as ``{context}`` (cut at the left); 0 sends none."""
     max_tokens: int = 1024
     """Answer length limit; an answer cut off at this limit counts as malformed."""
     temperature: float = 0.0
@@ -64,7 +66,7 @@ class OpenAIRewriterConfig(EndpointConfig):
             ) from None
         if "{segment}" not in self.user_template:
             raise ValueError("user_template must contain {segment}")
-        for name in ("max_tokens", "temperature"):
+        for name in ("max_tokens", "temperature", "context_chars"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.max_length_ratio <= 0:

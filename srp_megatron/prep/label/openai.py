@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from srp_megatron.prep.endpoint import EndpointClient, EndpointConfig, RequestFailure
 from srp_megatron.prep.label.base import LABELERS, Labeler, LabelFailure, SegmentedDocument, SegmentLabel
@@ -29,6 +30,12 @@ FAILURE_REASONS = {"parse": "label_error", "timeout": "label_timeout", "http": "
 @dataclass
 class OpenAILabelerConfig(EndpointConfig):
     """Endpoint, guard format, context and request policy of the ``openai`` labeler."""
+
+    #: Settings a resumed ``srp label`` may change: where the server is and how hard it is driven, not what it
+    #: answers (``timeout`` and ``max_retries`` stay: they decide which documents fail).
+    runtime_fields: ClassVar[tuple[str, ...]] = (
+        "base_url", "api_key_env", "concurrency", "backoff_initial", "backoff_max"
+    )
 
     model: str = "Qwen/Qwen3Guard-Gen-8B"
     """Guard model name as the endpoint serves it."""

@@ -96,6 +96,13 @@ def guard_answer(fmt: str, segment: str) -> str:
     return f"Safety: {level}\nCategories: {cats}\nRefusal: No"
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    """A listen backlog for a client's default concurrency (socketserver's 5 refuses bursts of connections)."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class GuardServer:
     """Threaded HTTP server on 127.0.0.1 with an ephemeral port; use as a context manager."""
 
@@ -107,8 +114,7 @@ class GuardServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _HTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
 
     @property

@@ -114,7 +114,8 @@ def test_extra_body_is_sent():
 @pytest.mark.parametrize(
     "override, match",
     [("user_template='{passage}'", "bad placeholder"), ("user_template='no placeholders'", "must contain"),
-     ("max_length_ratio=0", "max_length_ratio"), ("temperature=-1", "temperature"), ("model=''", "model is empty")],
+     ("max_length_ratio=0", "max_length_ratio"), ("temperature=-1", "temperature"), ("model=''", "model is empty"),
+     ("context_chars=-1", "context_chars=-1 must be >= 0")],
 )  # fmt: skip
 def test_config_rules(override, match):
     with pytest.raises(ConfigError, match=match):
