@@ -291,7 +291,9 @@ def get_batch(data_iterator: Iterator | None, spec: BatchSpec, device: Any, vp_s
             dist.broadcast(batch[key], src, group=group)
     if parallel_state.get_context_parallel_world_size() == 1:
         return batch
-    # megatron-core >= 0.19 added a required is_hybrid_cp argument.
+    # The CP group is named explicitly: megatron-core >= 0.18 slices over the default (world) group when it
+    # is None, and added a required is_hybrid_cp argument.
+    kwargs: dict[str, Any] = {"cp_group": parallel_state.get_context_parallel_group()}
     if "is_hybrid_cp" in inspect.signature(get_batch_on_this_cp_rank).parameters:
-        return get_batch_on_this_cp_rank(batch, is_hybrid_cp=False)
-    return get_batch_on_this_cp_rank(batch)
+        kwargs["is_hybrid_cp"] = False
+    return get_batch_on_this_cp_rank(batch, **kwargs)
