@@ -5,8 +5,8 @@ assumptions are handled (see ``docs/design.md`` and the README's "What CPU runs 
 
 1. ``torch.cuda.current_device()`` is used as a device (global memory buffer, RoPE frequencies);
 2. the CUDA RNG tracker is forked around tensor-parallel initialisation and dropout;
-3. the pipeline schedules allocate on ``"cuda"`` (so on CPU the driver calls forward/backward directly
-   and supports PP=1 only);
+3. the pipeline schedules allocate on ``"cuda"`` (so on CPU ``forward_backward_cpu`` runs the
+   micro-batches, PP=1 only);
 4. the optimizer and ``dist_checkpointing`` create tensors on ``"cuda"``, assert CUDA gradient types and call
    ``torch.cuda.synchronize()`` (``cuda_calls_on_cpu``).
 """
@@ -54,7 +54,7 @@ def cuda_calls_on_cpu() -> Iterator[None]:
     megatron's optimizer creates its scalars with ``device='cuda'`` and asserts ``torch.cuda.FloatTensor``
     gradients; ``dist_checkpointing`` calls ``torch.cuda.synchronize()``. Inside this context (CPU only;
     a no-op with CUDA) ``cuda`` factory calls get the CPU, CPU tensors report CUDA type names, ``.cuda()``
-    stays on the CPU and ``synchronize`` does nothing.
+    stays on the CPU, ``synchronize`` does nothing and ``current_stream`` is a stream that never waits.
     """
     if not cuda_absent():
         yield
@@ -77,10 +77,46 @@ def cuda_calls_on_cpu() -> Iterator[None]:
                 return out.replace("torch.", "torch.cuda.", 1)
             return out
 
-    synchronize = torch.cuda.synchronize
+    # megatron-core >= 0.19 also orders its gradient reduction on the current CUDA stream.
+    saved = {name: getattr(torch.cuda, name) for name in ("synchronize", "current_stream")}
     torch.cuda.synchronize = lambda device=None: None
+    torch.cuda.current_stream = lambda device=None: _NoStream()
     try:
         with _CudaOnCpu():
             yield
     finally:
-        torch.cuda.synchronize = synchronize
+        for name, func in saved.items():
+            setattr(torch.cuda, name, func)
+
+
+class _NoStream:
+    """The current "CUDA stream" on CPU: waits are no-ops (CPU work runs in order)."""
+
+    def wait_event(self, event) -> None:
+        """No-op."""
+
+    def wait_stream(self, stream) -> None:
+        """No-op."""
+
+    def synchronize(self) -> None:
+        """No-op."""
+
+
+def forward_backward_cpu(forward_step, data_iterator, model, num_microbatches: int, config, forward_only: bool):
+    """(3) CPU stand-in for megatron's ``forward_backward_no_pipelining`` (whose buffers live on CUDA): same
+    forward step, loss function, backward, no-sync accumulation and ``finalize_model_grads``."""
+    reports, total_tokens = [], torch.zeros([], dtype=torch.int)
+    for i in range(num_microbatches):
+        sync = contextlib.nullcontext() if forward_only or i == num_microbatches - 1 else model.no_sync()
+        with sync:
+            output, loss_func = forward_step(data_iterator, model)
+            loss, num_tokens, report = loss_func(output)
+            total_tokens += num_tokens
+            reports.append(report)
+            if not forward_only:
+                scaled = config.grad_scale_func(loss) if config.grad_scale_func is not None else loss
+                scaled.backward()
+    if not forward_only:
+        with cuda_calls_on_cpu():
+            config.finalize_model_grads_func([model], total_tokens)
+    return reports

@@ -56,6 +56,23 @@ def use_cuda(device: str) -> bool:
     return device == "cuda" or (device == "auto" and torch.cuda.is_available())
 
 
+def cuda_connections_advice(tensor_parallel: int, context_parallel: int, capability: tuple[int, int] | None,
+                            environ: Any = None) -> str | None:
+    """Megatron-LM's ``CUDA_DEVICE_MAX_CONNECTIONS=1`` rule for TP/CP before Blackwell, as advice (or None).
+
+    megatron launches the TP/CP communication and the GEMMs it overlaps in order and relies on one hardware
+    queue to keep that order; Megatron-LM refuses to start without it, here it costs speed, not correctness.
+    """
+    environ = os.environ if environ is None else environ
+    if capability is None or capability >= (10, 0) or (tensor_parallel == 1 and context_parallel == 1):
+        return None
+    if environ.get("CUDA_DEVICE_MAX_CONNECTIONS") == "1":
+        return None
+    return (f"TP={tensor_parallel} CP={context_parallel} on a GPU of compute capability {capability[0]}.{capability[1]} "
+            "without CUDA_DEVICE_MAX_CONNECTIONS=1: communication will not overlap computation as megatron "
+            "expects (slower); export CUDA_DEVICE_MAX_CONNECTIONS=1 before launching, as examples/ do")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -33,6 +33,7 @@ class Trainer:
         from srp_megatron.prep.tokenizer import load_tokenizer
         from srp_megatron.train import distributed
         from srp_megatron.train.data import BatchSpec, build_loader, chunk_iterators, tokenizer_path
+        from srp_megatron.train.gpus import runtime_compute_capability
         from srp_megatron.train.validation import validate_layout
 
         self.cfg = cfg
@@ -44,6 +45,9 @@ class Trainer:
                         gpu=None if use_cuda else "cpu", seq_length=t.seq_length,
                         micro_batch_size=t.micro_batch_size, global_batch_size=t.global_batch_size,
                         recompute=t.recompute.value, recompute_num_layers=t.recompute_num_layers)
+        advice = distributed.cuda_connections_advice(p.tp, p.cp, runtime_compute_capability() if use_cuda else None)
+        if advice and int(os.environ.get("RANK", "0")) == 0:
+            logger.warning("%s", advice)
         self.env = distributed.init_distributed(
             use_cuda=use_cuda, tensor_parallel=p.tp, pipeline_parallel=p.pp,
             virtual_pipeline_parallel=p.virtual_pipeline_model_parallel_size, context_parallel=p.cp)
@@ -90,8 +94,7 @@ class Trainer:
         )
         vpp = cfg.parallel.virtual_pipeline_model_parallel_size
         ddp_config = DistributedDataParallelConfig(**cfg.precision.ddp_config_kwargs(),
-                                                   **cfg.parallel.ddp_config_kwargs(),
-                                                   align_param_gather=cfg.parallel.overlap_param_gather)
+                                                   **cfg.parallel.ddp_config_kwargs())
         chunks = []
         for vp_stage in range(vpp) if vpp else [None]:
             chunk = build_gpt_model(
@@ -138,7 +141,7 @@ class Trainer:
 
         if cfg.parallel.overlap_grad_reduce:
             tc.no_sync_func, tc.grad_sync_func = per_chunk("no_sync"), per_chunk("start_grad_sync")
-        if cfg.parallel.overlap_param_gather:  # with align_param_gather, as Megatron-LM's defaults
+        if cfg.parallel.align_param_gather:  # interleaved schedule only, as Megatron-LM
             tc.param_sync_func = per_chunk("start_param_sync")
 
     def _build_datasets(self) -> tuple:
@@ -227,8 +230,10 @@ class Trainer:
                 micro_batch_size=t.micro_batch_size, forward_only=forward_only,
             )
         else:
-            reports = _forward_backward_cpu(self._forward_step, iterators[0], self.model[0], self.num_microbatches,
-                                            self.tconfig, forward_only)
+            from srp_megatron.train.cpu import forward_backward_cpu
+
+            reports = forward_backward_cpu(self._forward_step, iterators[0], self.model[0], self.num_microbatches,
+                                           self.tconfig, forward_only)
         width = 2 + 2 * len(self.span_names)
         local = torch.stack(reports).sum(0).double() if reports else torch.zeros(width, dtype=torch.float64)
         local = local.to(self.env.device)
@@ -356,27 +361,6 @@ class Trainer:
     def close(self) -> None:
         """Flush metrics writers."""
         self.metrics.close()
-
-
-def _forward_backward_cpu(forward_step, data_iterator, model, num_microbatches: int, config, forward_only: bool):
-    """CPU stand-in for megatron's ``forward_backward_no_pipelining`` (whose buffers live on CUDA): same
-    forward step, loss function, backward, no-sync accumulation and ``finalize_model_grads``."""
-    import torch
-
-    reports, total_tokens = [], torch.zeros([], dtype=torch.int)
-    for i in range(num_microbatches):
-        sync = contextlib.nullcontext() if forward_only or i == num_microbatches - 1 else model.no_sync()
-        with sync:
-            output, loss_func = forward_step(data_iterator, model)
-            loss, num_tokens, report = loss_func(output)
-            total_tokens += num_tokens
-            reports.append(report)
-            if not forward_only:
-                scaled = config.grad_scale_func(loss) if config.grad_scale_func is not None else loss
-                scaled.backward()
-    if not forward_only:
-        config.finalize_model_grads_func([model], total_tokens)
-    return reports
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -65,6 +65,12 @@ class ParallelConfig:
                 "parallel.overlap_param_gather=true needs the distributed optimizer: "
                 "set parallel.use_distributed_optimizer=true or overlap_param_gather=false"
             )
+        if self.overlap_param_gather and not self.overlap_grad_reduce:
+            # Megatron-LM refuses it too: without overlap_grad_reduce the buffers form a single bucket.
+            raise ValueError(
+                "parallel.overlap_param_gather=true needs parallel.overlap_grad_reduce=true (as Megatron-LM): "
+                "set both, or overlap_param_gather=false"
+            )
 
     @property
     def tp(self) -> int:
@@ -113,10 +119,20 @@ class ParallelConfig:
             kwargs["cp_comm_type"] = self.cp_comm_type.value
         return kwargs
 
+    @property
+    def align_param_gather(self) -> bool:
+        """Dispatch the overlapped parameter all-gathers from the interleaved schedule (``param_sync_func``).
+
+        Megatron-LM turns this off without VPP: the other schedules never call ``param_sync_func``, and
+        with it on, DDP's forward pre-hooks would stop dispatching the next bucket's all-gather.
+        """
+        return self.overlap_param_gather and self.virtual_pipeline_model_parallel_size is not None
+
     def ddp_config_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for megatron-core's ``DistributedDataParallelConfig``."""
         return {
             "use_distributed_optimizer": self.use_distributed_optimizer,
             "overlap_grad_reduce": self.overlap_grad_reduce,
             "overlap_param_gather": self.overlap_param_gather,
+            "align_param_gather": self.align_param_gather,
         }

@@ -196,9 +196,9 @@ def test_cpu_loop_matches_megatrons_schedule(tmp_path, prefix):
     with the same forward step and loss function, give the same reports and gradients."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from srp_megatron.train.cpu import cuda_calls_on_cpu
+    from srp_megatron.train.cpu import cuda_calls_on_cpu, forward_backward_cpu
     from srp_megatron.train.distributed import teardown
-    from srp_megatron.train.driver import Trainer, _forward_backward_cpu
+    from srp_megatron.train.driver import Trainer
 
     cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{prefix}]", f"logging.run_dir={tmp_path}", *RUN,
                                             "logging.tensorboard=false", "training.eval_interval=0"])
@@ -215,8 +215,8 @@ def test_cpu_loop_matches_megatrons_schedule(tmp_path, prefix):
                         num_microbatches=trainer.num_microbatches, seq_length=t.seq_length,
                         micro_batch_size=t.micro_batch_size)
             else:
-                reports = _forward_backward_cpu(trainer._forward_step, it, model, trainer.num_microbatches,
-                                                trainer.tconfig, forward_only=False)
+                reports = forward_backward_cpu(trainer._forward_step, it, model, trainer.num_microbatches,
+                                               trainer.tconfig, forward_only=False)
             grads = [p.main_grad.clone() for p in model.parameters()]
             results.append((torch.stack(reports), grads))
             trainer.close()
