@@ -95,6 +95,19 @@ def _sharding_metadata(cfg: CheckpointConfig, use_distributed_optimizer: bool) -
     return metadata
 
 
+def require_reshardable_optimizer(metadata: dict | None, saved: Any, current: dict, path: str) -> None:
+    """Refuse a distributed-optimizer resume across a TP/PP change that the saved format cannot reshard
+    (Megatron-LM refuses it too); the default ``dp_reshardable`` format changes only the DP size."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    kind = (metadata or {}).get("distrib_optim_sharding_type", "dp_reshardable")
+    if kind not in DistributedOptimizer.checkpoint_fully_reshardable_formats:
+        raise SRPError(f"{path}: saved with TP/PP {saved} and the distributed optimizer in the '{kind}' format, "
+                       f"which reshards across data-parallel ranks only; this run is {current}. Resume with the "
+                       "saved TP/PP and checkpoint.optim_fully_reshardable=true, so that the next checkpoint "
+                       "can change TP/PP")
+
+
 def _parallel_layout() -> dict:
     """TP and PP sizes: what the RNG states of a checkpoint are keyed by."""
     from megatron.core import parallel_state
@@ -227,6 +240,8 @@ def load_checkpoint(
     chunks = unwrap_model(model_chunks)
     saved_layout = common.get("parallel_layout")
     same_layout = saved_layout == _parallel_layout()
+    if use_distributed_optimizer and not same_layout:
+        require_reshardable_optimizer(metadata, saved_layout, _parallel_layout(), path)
     with cuda_calls_on_cpu():
         request = _state_dict(model_chunks, optimizer, scheduler, metadata, on_gpu, loading=True)
         if not same_layout:  # RNG states belong to (PP, TP) ranks: like Megatron-LM, start them fresh

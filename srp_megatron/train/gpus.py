@@ -57,6 +57,7 @@ GPUS: dict[str, GPUSpec] = {
         GPUSpec("h100-pcie", "NVIDIA H100 PCIe 80GB", 79.6, 756.0, 1513.0, None, (9, 0)),
         GPUSpec("h100-nvl", "NVIDIA H100 NVL 94GB", 93.1, 835.0, 1670.0, None, (9, 0)),
         GPUSpec("h200-141gb", "NVIDIA H200 SXM 141GB", 139.8, 989.4, 1978.9, None, (9, 0)),
+        GPUSpec("h200-nvl", "NVIDIA H200 NVL 141GB", 139.8, 835.5, 1670.5, None, (9, 0)),
         GPUSpec("a100-80gb", "NVIDIA A100 SXM4 80GB", 79.2, 312.0, None, None, (8, 0)),
         GPUSpec("a100-40gb", "NVIDIA A100 SXM4 40GB", 39.4, 312.0, None, None, (8, 0)),
         GPUSpec("l40s", "NVIDIA L40S 48GB", 44.4, 362.0, 733.0, None, (8, 9)),

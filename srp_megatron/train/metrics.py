@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 #: ``torch.cuda.get_device_name()`` fragment -> key of ``srp_megatron.train.gpus.GPUS`` (most specific first).
 _DEVICE_NAME_TO_GPU = (
-    ("GB200", "gb200"), ("B200", "b200"), ("H200", "h200-141gb"), ("H100 NVL", "h100-nvl"),
+    ("GB200", "gb200"), ("B200", "b200"), ("H200 NVL", "h200-nvl"), ("H200", "h200-141gb"), ("H100 NVL", "h100-nvl"),
     ("H100 PCIe", "h100-pcie"), ("H100", "h100-80gb"), ("A100-SXM4-40GB", "a100-40gb"), ("A100", "a100-80gb"),
     ("L40S", "l40s"),
 )

@@ -214,6 +214,16 @@ def te_available() -> bool:
     return bool(getattr(gpt_layer_specs, "HAVE_TE", False))
 
 
+def grad_accum_fusion_available(use_te: bool) -> bool:
+    """Fuse weight-gradient accumulation into ``main_grad`` (Megatron-LM's default) only with TE and Apex:
+    TE layers do it natively, megatron's output layer then needs Apex's ``fused_weight_gradient_mlp_cuda``."""
+    if not use_te:
+        return False
+    from megatron.core.tensor_parallel import layers
+
+    return bool(getattr(layers, "_grad_accum_fusion_available", False))
+
+
 def _activation_kwargs(model: ModelConfig) -> dict[str, Any]:
     import torch.nn.functional as F
     from megatron.core.activations import squared_relu
@@ -282,6 +292,8 @@ def build_transformer_config(model, precision, parallel, *, recompute: str = "no
         else use_cpu_initialization,
         perform_initialization=perform_initialization,
         bias_activation_fusion=fused, bias_dropout_fusion=use_te, apply_rope_fusion=use_te,
+        gradient_accumulation_fusion=grad_accum_fusion_available(use_te),
+        deallocate_pipeline_outputs=True,  # as Megatron-LM: free stage outputs once sent (PP memory)
         **_activation_kwargs(model), **precision.transformer_config_kwargs(),
         **parallel.transformer_config_kwargs(), **_recompute_kwargs(recompute, recompute_num_layers),
     )
