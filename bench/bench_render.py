@@ -6,7 +6,11 @@
    pieces, tokenizing, writing ``.bin/.idx`` and span types). Interleaved repetitions; the ratio of the
    best corpus MB/s of each side (the median is printed too). Target: >= 0.8.
 2. Peak memory: the peak RSS of a render subprocess on a small and on a large labels directory
-   (default 3 GB of text, ``--quick`` 300 MB) generated on the fly. Target: < 2 GB for both.
+   (default 3 GB of text, ``--quick`` 300 MB) generated on the fly; then on many one-sentence documents,
+   where the per-document index megatron's builder keeps is what grows: two sizes (default 0.5M and 2M
+   documents, ``--quick`` 0.1M and 0.4M) give bytes per document, and shard 0 of 4 of the larger one
+   (``--num-shards 4``, as many documents as the smaller) shows that a shard's memory follows its own
+   document count. Target: < 2 GB for every run.
 
 The tokenizer is a 32k byte-level BPE trained here (no downloads) on demo text plus a seeded
 Zipf-distributed pseudo-word text, so that it has a realistic vocabulary size.
@@ -110,8 +114,8 @@ def write_labels(path: str, docs, copies: int = 1) -> None:
             unit += 1
 
 
-def render_once(labels_dir: str, tokenizer_dir: str, prefix: str):
-    """Run the render stage (arm srp, paper template) and return its metadata."""
+def render_once(labels_dir: str, tokenizer_dir: str, prefix: str, num_shards: int = 1, shard_index: int = 0):
+    """Run the render stage (arm srp, paper template) on one shard and return its metadata."""
     from srp_megatron.prep.rendering import RenderConfig, render
     from srp_megatron.prep.tokenizer import TokenizerConfig
 
@@ -122,6 +126,8 @@ def render_once(labels_dir: str, tokenizer_dir: str, prefix: str):
         tokenizer=TokenizerConfig(path=tokenizer_dir),
         overwrite=True,
         progress=False,
+        num_shards=num_shards,
+        shard_index=shard_index,
     )
     return render(cfg)
 
@@ -176,12 +182,12 @@ def throughput(args, work: str, tokenizer_dir: str) -> bool:
     return ratio >= TARGET_RATIO
 
 
-def _child(labels_dir: str, tokenizer_dir: str, prefix: str) -> None:
+def _child(labels_dir: str, tokenizer_dir: str, prefix: str, num_shards: str, shard_index: str) -> None:
     """Subprocess body of the memory part: render, then report peak RSS as JSON."""
     import resource
 
     start = time.perf_counter()
-    meta = render_once(labels_dir, tokenizer_dir, prefix)
+    meta = render_once(labels_dir, tokenizer_dir, prefix, int(num_shards), int(shard_index))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(
         json.dumps(
@@ -195,40 +201,63 @@ def _child(labels_dir: str, tokenizer_dir: str, prefix: str) -> None:
     )
 
 
+def _measure(work: str, name: str, labels_dir: str, tokenizer_dir: str, num_shards: int = 1) -> dict:
+    """Peak RSS of a render subprocess (shard 0 of ``num_shards``); its outputs are removed."""
+    prefix = os.path.join(work, f"mem_{name}")
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", labels_dir, tokenizer_dir, prefix]
+    cmd += [str(num_shards), "0"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    for suffix in (".bin", ".idx", ".json", "_spans.bin", "_spans.idx"):
+        os.remove(prefix + suffix)  # keep disk use down
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def tiny_documents(n: int):
+    """``n`` distinct one-sentence documents: the index, not the text, dominates what a render holds."""
+    from srp_megatron.prep.label.base import Label, SegmentLabel
+    from srp_megatron.prep.segments_io import LabelledDocument
+
+    return [LabelledDocument(i, f"t{i}", [f"Tiny document {i} says hello. "], [SegmentLabel(Label.SAFE)], [None])
+            for i in range(n)]  # fmt: skip
+
+
 def memory(args, work: str, tokenizer_dir: str) -> bool:
-    """Part 2: peak RSS of a render subprocess on a small and a large labels directory."""
+    """Part 2: peak RSS of render subprocesses: text size, then document count, and one shard."""
     large_bytes = 300_000_000 if args.quick else int(args.large_gb * 1e9)
     docs, size = labelled_documents(30_000_000, seed=2)
-    rows = []
-    for name, copies in (("small", 1), ("large", max(1, round(large_bytes / size)))):
-        labels_dir = os.path.join(work, f"labels_{name}")
-        write_labels(labels_dir, docs, copies)
-        out = subprocess.run(
-            [
-                sys.executable,
-                os.path.abspath(__file__),
-                "--child",
-                labels_dir,
-                tokenizer_dir,
-                os.path.join(work, f"mem_{name}"),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        rows.append((name, size * copies / 1e9, json.loads(out.stdout.strip().splitlines()[-1])))
-        for suffix in (".bin", ".idx", ".json", "_spans.bin", "_spans.idx"):
-            os.remove(os.path.join(work, f"mem_{name}{suffix}"))  # keep disk use down
-        shutil.rmtree(labels_dir)
+    tiny_small = 100_000 if args.quick else 500_000
+    tiny = tiny_documents(20_000)
+    runs = [  # (corpus, documents, copies, shards)
+        ("text small", docs, 1, 1),
+        ("text large", docs, max(1, round(large_bytes / size)), 1),
+        ("docs small", tiny, tiny_small // len(tiny), 1),
+        ("docs large", tiny, 4 * tiny_small // len(tiny), 1),
+        ("docs large", tiny, 4 * tiny_small // len(tiny), 4),
+    ]
+    rows, labels_dir, written = [], os.path.join(work, "labels_mem"), None
+    for name, corpus, copies, shards in runs:
+        if written != (name, copies):  # the shard run reuses the labels directory of the run before it
+            write_labels(labels_dir, corpus, copies)
+            written = (name, copies)
+        rows.append((name, shards, _measure(work, name.replace(" ", "_"), labels_dir, tokenizer_dir, shards)))
+    shutil.rmtree(labels_dir)
     print(f"\npeak memory of a render subprocess (limit {MEMORY_LIMIT_MB} MB)")
-    print(f"{'corpus':8s}{'text GB':>9s}{'documents':>12s}{'tokens':>14s}{'s':>8s}{'peak RSS MB':>13s}")
-    for name, gb, r in rows:
-        print(f"{name:8s}{gb:9.2f}{r['documents']:12d}{r['tokens']:14d}{r['seconds']:8.1f}{r['peak_mb']:13.0f}")
-    (_, _, small), (_, _, large) = rows
-    growth = (large["peak_mb"] - small["peak_mb"]) * 2**20 / max(large["documents"] - small["documents"], 1)
-    print(
-        f"growth small -> large: {large['peak_mb'] - small['peak_mb']:.0f} MB ({growth:.0f} bytes per extra document)"
-    )
+    print(f"{'corpus':12s}{'shard':>8s}{'documents':>12s}{'tokens':>14s}{'s':>8s}{'peak RSS MB':>13s}")
+    for name, shards, r in rows:
+        shard = f"0 of {shards}" if shards > 1 else "-"
+        print(f"{name:12s}{shard:>8s}{r['documents']:12d}{r['tokens']:14d}{r['seconds']:8.1f}{r['peak_mb']:13.0f}")
+    (_, _, text_small), (_, _, text_large), (_, _, small), (_, _, large), (_, _, shard) = rows
+    print(f"text small -> large: {text_large['peak_mb'] - text_small['peak_mb']:+.0f} MB for "
+          f"{text_large['documents'] - text_small['documents']} more documents")
+    per_doc = (large["peak_mb"] - small["peak_mb"]) * 2**20 / (large["documents"] - small["documents"])
+    print(f"docs small -> large: {per_doc:.0f} bytes per extra document", end="")
+    if per_doc > 0:
+        at_limit = small["documents"] + (MEMORY_LIMIT_MB - small["peak_mb"]) * 2**20 / per_doc
+        print(f"; one prefix reaches {MEMORY_LIMIT_MB} MB near {at_limit / 1e6:.0f}M documents")
+    else:
+        print()
+    print(f"shard 0 of 4 of docs large ({shard['documents']} documents): {shard['peak_mb']:.0f} MB, "
+          f"docs small ({small['documents']} documents): {small['peak_mb']:.0f} MB")
     return all(r["peak_mb"] < MEMORY_LIMIT_MB for _, _, r in rows)
 
 
@@ -240,7 +269,8 @@ def main() -> int:
     parser.add_argument("--part", choices=["throughput", "memory", "all"], default="all")
     parser.add_argument("--large-gb", type=float, default=3.0, help="text size of the large memory run (GB)")
     parser.add_argument("--work", default="bench_out/render", help="scratch directory")
-    parser.add_argument("--child", nargs=3, metavar=("LABELS", "TOKENIZER", "PREFIX"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=5, metavar=("LABELS", "TOKENIZER", "PREFIX", "SHARDS", "INDEX"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(*args.child)

@@ -5,7 +5,8 @@ becomes ``DIR/segments-NNNNNN.parquet`` plus ``DIR/stats-NNNNNN.json``, both wri
 killed at any moment and rerun with the same arguments skips the finished units and ends with a directory
 byte-identical to an uninterrupted run. ``--num-shards N --shard-index K`` labels only units ``u % N == K``
 (an array job: every task scans the stream, cheaply skipping other units); the last task to finish writes
-``manifest.json`` with ``complete: true``. ``--workers W`` labels batches in W processes.
+``manifest.json`` with ``complete: true``. ``--workers W`` labels batches in W processes; the labeler's
+counters (``Labeler.stats()``) come back with each batch and are kept per unit (``label_units.py``).
 
 Bad records are skipped and counted by reason (``--strict``: stop at the first, naming file and line).
 The progress bar shows docs/s and tokens/s, tokens estimated as characters / 4.
