@@ -134,6 +134,7 @@ def build_manifest(cfg: LabelConfig, config: dict, stream: StreamStats) -> dict:
 
 
 def write_manifest(cfg: LabelConfig, config: dict, stream: StreamStats) -> dict:
+    """Write ``manifest.json`` (recounted once if another array task finished meanwhile) and return it."""
     path = os.path.join(cfg.out, MANIFEST)
     manifest = build_manifest(cfg, config, stream)
     write_json_atomic(manifest, path, f".{cfg.shard_index}.tmp")
