@@ -52,7 +52,9 @@ def _label(corpus: str, out: str) -> dict:
     from srp_megatron.config import load_config
     from srp_megatron.prep.labeling import LabelConfig, run_label
 
-    cfg = load_config(LabelConfig, values={"inputs": [corpus], "out": out, "labeler": "keyword", "docs_per_unit": 1000})
+    cfg = load_config(
+        LabelConfig, values={"inputs": [corpus], "out": out, "labeler": "keyword", "docs_per_unit": 1000}
+    )
     return run_label(cfg)
 
 
@@ -60,11 +62,22 @@ def _render(labels: str, tokenizer: str, prefix: str, arm: str, template: str) -
     from srp_megatron.config import load_config
     from srp_megatron.prep.rendering import RenderConfig, render
 
-    values = {"labels_dir": labels, "out": prefix, "arm": arm, "overwrite": True,
-              "tokenizer": {"path": tokenizer}, "template": {"kind": template}}
+    values = {
+        "labels_dir": labels,
+        "out": prefix,
+        "arm": arm,
+        "overwrite": True,
+        "tokenizer": {"path": tokenizer},
+        "template": {"kind": template},
+    }
     meta = render(load_config(RenderConfig, values=values))
-    return {"documents": meta.documents, "tokens": meta.tokens, "reflections": meta.reflections,
-            "dropped": meta.dropped, "span_tokens": meta.span_tokens}
+    return {
+        "documents": meta.documents,
+        "tokens": meta.tokens,
+        "reflections": meta.reflections,
+        "dropped": meta.dropped,
+        "span_tokens": meta.span_tokens,
+    }
 
 
 def _pretrain(prefix: str, tokenizer: str, run_dir: str, iters: int) -> dict:
@@ -72,14 +85,28 @@ def _pretrain(prefix: str, tokenizer: str, run_dir: str, iters: int) -> dict:
     from srp_megatron.train.driver import run_pretrain
     from srp_megatron.train.metrics import plot_losses, read_metrics
 
-    overrides = [f"data.paths=[{prefix}]", f"data.tokenizer={tokenizer}", f"training.train_iters={iters}",
-                 f"training.eval_interval={iters}", f"logging.run_dir={run_dir}", "logging.log_interval=5"]
+    overrides = [
+        f"data.paths=[{prefix}]",
+        f"data.tokenizer={tokenizer}",
+        f"training.train_iters={iters}",
+        f"training.eval_interval={iters}",
+        f"logging.run_dir={run_dir}",
+        "logging.log_interval=5",
+    ]
     run_pretrain(load_pretrain_config("tiny-cpu", overrides))
     train = [r for r in read_metrics(run_dir) if r["split"] == "train"]
-    spans = {k.removeprefix("loss/").removesuffix("(nats)"): round(v, 3)
-             for k, v in train[-1].items() if k.startswith("loss/") and k != "loss/total(nats)"}
-    return {"iterations": train[-1]["step"], "first_loss": train[0]["loss/total(nats)"],
-            "last_loss": train[-1]["loss/total(nats)"], "last_span_losses": spans, "plot": plot_losses(run_dir)}
+    spans = {
+        k.removeprefix("loss/").removesuffix("(nats)"): round(v, 3)
+        for k, v in train[-1].items()
+        if k.startswith("loss/") and k != "loss/total(nats)"
+    }
+    return {
+        "iterations": train[-1]["step"],
+        "first_loss": train[0]["loss/total(nats)"],
+        "last_loss": train[-1]["loss/total(nats)"],
+        "last_span_losses": spans,
+        "plot": plot_losses(run_dir),
+    }
 
 
 def main(args: argparse.Namespace) -> int:
@@ -92,7 +119,8 @@ def main(args: argparse.Namespace) -> int:
     _write_corpus(corpus, args.docs, args.seed)
     tokenizer = train_bpe_tokenizer(
         (d["text"] for d in demo_documents(args.docs, seed=args.seed, cjk_share=0.05)),
-        os.path.join(args.out, "tokenizer"), vocab_size=2048,
+        os.path.join(args.out, "tokenizer"),
+        vocab_size=2048,
     )
     labels_dir = os.path.join(args.out, "labels")
     manifest = _label(corpus, labels_dir)
@@ -113,12 +141,16 @@ def main(args: argparse.Namespace) -> int:
 
 def _print_summary(summary: dict) -> None:
     lab = summary["label"]
-    print(f"\nlabel: {lab['docs_in']} records in, {lab['docs_ok']} ok, skipped {lab['docs_skipped']}; "
-          f"{lab['segments']} segments, labels {lab['labels']}")
+    print(
+        f"\nlabel: {lab['docs_in']} records in, {lab['docs_ok']} ok, skipped {lab['docs_skipped']}; "
+        f"{lab['segments']} segments, labels {lab['labels']}"
+    )
     print(f"\n{'arm':<12}{'documents':>10}{'tokens':>10}{'reflections':>13}  dropped")
     for name, r in summary["render"].items():
         print(f"{name:<12}{r['documents']:>10}{r['tokens']:>10}{r['reflections']:>13}  {r['dropped'] or '-'}")
     if "pretrain" in summary:
         p = summary["pretrain"]
-        print(f"\npretrain (tiny GPTModel, CPU): loss {p['first_loss']:.3f} -> {p['last_loss']:.3f} "
-              f"over {p['iterations']} steps; last per-span losses {p['last_span_losses']}; plot {p['plot']}")
+        print(
+            f"\npretrain (tiny GPTModel, CPU): loss {p['first_loss']:.3f} -> {p['last_loss']:.3f} "
+            f"over {p['iterations']} steps; last per-span losses {p['last_span_losses']}; plot {p['plot']}"
+        )

@@ -91,7 +91,14 @@ def iter_labelled_documents(
         for batch in pf.iter_batches(batch_size=batch_rows):
             c = batch.to_pydict()
             for di, did, si, text, lab, cats, rw in zip(
-                c["doc_index"], c["doc_id"], c["seg_idx"], c["text"], c["label"], c["categories"], c["rewrite"], strict=True
+                c["doc_index"],
+                c["doc_id"],
+                c["seg_idx"],
+                c["text"],
+                c["label"],
+                c["categories"],
+                c["rewrite"],
+                strict=True,
             ):
                 if pending is not None and di != pending.doc_index:
                     yield pending
@@ -99,7 +106,9 @@ def iter_labelled_documents(
                 if pending is None:
                     pending = LabelledDocument(di, did, [], [], [])
                 if si != len(pending.segments):
-                    raise SRPError(f"{path}: document {did} has segment {si} where {len(pending.segments)} was expected")
+                    raise SRPError(
+                        f"{path}: document {did} has segment {si} where {len(pending.segments)} was expected"
+                    )
                 pending.segments.append(text)
                 pending.labels.append(SegmentLabel(Label(lab), tuple(cats)))
                 pending.rewrites.append(rw)

@@ -61,7 +61,11 @@ def test_enum_values_and_names_both_accepted(tmp_path):
     [
         ("inner:\n  nope: 1\n", [], r"c\.yaml: key 'inner\.nope'"),
         ("", ["inner.size=abc"], r"command line: key 'inner\.size'"),
-        ("", ["inner.kind=spm"], r"key 'inner\.kind': invalid value 'spm', expected one of \['huggingface', 'megatron'\]"),
+        (
+            "",
+            ["inner.kind=spm"],
+            r"key 'inner\.kind': invalid value 'spm', expected one of \['huggingface', 'megatron'\]",
+        ),
         ("", ["inner.size=-2"], r"inner\.size must be >= 0, got -2"),
         ("", ["novalue"], r"not of the form key=value"),
         ("inner: [1, 2\n", [], r"c\.yaml: invalid YAML"),

@@ -235,8 +235,9 @@ def test_config_rules(override, match):
 
 
 @pytest.mark.parametrize(
-    "preset, fmt, model", [("openai-qwen3guard", "qwen3guard", "Qwen3Guard"), ("openai-llamaguard3", "llamaguard3", "Llama-Guard-3")]
-)  # fmt: skip
+    "preset, fmt, model",
+    [("openai-qwen3guard", "qwen3guard", "Qwen3Guard"), ("openai-llamaguard3", "llamaguard3", "Llama-Guard-3")],
+)
 def test_presets_drive_the_label_stage_config(preset, fmt, model):
     from srp_megatron.config import resolve_preset
     from srp_megatron.prep.labeling import LabelConfig, build_labeler

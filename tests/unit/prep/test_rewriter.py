@@ -59,7 +59,8 @@ def test_good_rewrites_keep_order_and_whitespace():
 @pytest.mark.parametrize(
     "bad",
     ["I can't rewrite this.", "<rewrite>   </rewrite>", "", "<rewrite>a</rewrite><rewrite>b</rewrite>",
-     "<rewrite>unclosed", "<rewrite>Safe text <think> Safe </think></rewrite>", "<rewrite>" + "x" * 400 + "</rewrite>"],
+     "<rewrite>unclosed", "<rewrite>Safe text <think> Safe </think></rewrite>",
+     "<rewrite>" + "x" * 400 + "</rewrite>"],
 )  # fmt: skip
 def test_bad_answers_give_none_after_retries(bad):
     with GuardServer() as server:
