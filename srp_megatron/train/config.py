@@ -143,7 +143,8 @@ class PretrainConfig:
             raise ValueError(f"scheduler.warmup_iters={sched.warmup_iters} must be < the decay end ({decay} "
                              "iterations, scheduler.decay_iters or training.train_iters)")
         if sched.warmup_init_lr > self.optimizer.lr:
-            raise ValueError(f"scheduler.warmup_init_lr={sched.warmup_init_lr} exceeds optimizer.lr={self.optimizer.lr}")
+            raise ValueError(f"scheduler.warmup_init_lr={sched.warmup_init_lr} exceeds "
+                             f"optimizer.lr={self.optimizer.lr}")
 
     @property
     def checkpoint_dir(self) -> str:

@@ -180,7 +180,8 @@ class PretrainingSampler:
 
     def __init__(self, total_samples: int, consumed_samples: int, micro_batch_size: int, dp_rank: int, dp_size: int):
         if consumed_samples > total_samples:
-            raise SRPError(f"data position {consumed_samples} is past the end of the dataset ({total_samples} samples)")
+            raise SRPError(f"data position {consumed_samples} is past the end of the dataset "
+                           f"({total_samples} samples)")
         self.total_samples = total_samples
         self.consumed_samples = consumed_samples
         self.micro_batch_size = micro_batch_size
@@ -286,7 +287,8 @@ def get_batch(data_iterator: Iterator | None, spec: BatchSpec, device: Any, vp_s
     else:
         batch = {k: spec.empty(k, device) for k in keys}
     if parallel_state.get_tensor_model_parallel_world_size() > 1:
-        src, group = parallel_state.get_tensor_model_parallel_src_rank(), parallel_state.get_tensor_model_parallel_group()
+        src = parallel_state.get_tensor_model_parallel_src_rank()
+        group = parallel_state.get_tensor_model_parallel_group()
         for key in keys:
             dist.broadcast(batch[key], src, group=group)
     if parallel_state.get_context_parallel_world_size() == 1:

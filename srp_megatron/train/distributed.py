@@ -68,7 +68,8 @@ def cuda_connections_advice(tensor_parallel: int, context_parallel: int, capabil
         return None
     if environ.get("CUDA_DEVICE_MAX_CONNECTIONS") == "1":
         return None
-    return (f"TP={tensor_parallel} CP={context_parallel} on a GPU of compute capability {capability[0]}.{capability[1]} "
+    return (f"TP={tensor_parallel} CP={context_parallel} on a GPU of compute capability "
+            f"{capability[0]}.{capability[1]} "
             "without CUDA_DEVICE_MAX_CONNECTIONS=1: communication will not overlap computation as megatron "
             "expects (slower); export CUDA_DEVICE_MAX_CONNECTIONS=1 before launching, as examples/ do")
 

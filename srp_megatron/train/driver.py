@@ -365,7 +365,8 @@ class Trainer:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``srp pretrain CONFIG [key=value ...]``."""
-    parser.add_argument("config", help="pretraining YAML, or a name in conf/pretrain (tiny-cpu, smollm2-1.7b-srp, ...)")
+    parser.add_argument("config",
+                        help="pretraining YAML, or a name in conf/pretrain (tiny-cpu, smollm2-1.7b-srp, ...)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. training.train_iters=100 data.paths=[/data/fineweb_srp]")
 

@@ -49,7 +49,8 @@ class LoggingConfig:
             raise ValueError("logging.run_dir is empty: give a directory for the run's outputs")
 
 
-def span_loss_metrics(sums: Sequence[float], counts: Sequence[float], names: Sequence[str], group: str = "loss") -> dict:
+def span_loss_metrics(sums: Sequence[float], counts: Sequence[float], names: Sequence[str],
+                      group: str = "loss") -> dict:
     """Total and per-span-type mean losses from per-span loss sums and trained-token counts.
 
     The total is the token-weighted mean over all spans, i.e. ``sum(loss * loss_mask) / sum(loss_mask)``.

@@ -88,7 +88,8 @@ def test_loss_func_is_megatrons_with_per_span_sums():
     assert loss.item() == pytest.approx(float((per_token * mask).sum()))
     assert num_tokens.dtype == torch.int32 and num_tokens.item() == int(mask.sum())
     brute_sums, brute_counts = [0.0] * 4, [0.0] * 4
-    for value, m, k in zip(per_token.flatten().tolist(), mask.flatten().tolist(), spans.flatten().tolist(), strict=True):
+    flat = (per_token.flatten().tolist(), mask.flatten().tolist(), spans.flatten().tolist())
+    for value, m, k in zip(*flat, strict=True):
         brute_sums[k] += value * m
         brute_counts[k] += m
     assert report[2:6].tolist() == pytest.approx(brute_sums)
