@@ -60,6 +60,12 @@ class ParallelConfig:
                 f"parallel.virtual_pipeline_model_parallel_size={vpp} with pipeline_model_parallel_size="
                 f"{self.pipeline_model_parallel_size}: interleaving needs VPP >= 2 and PP >= 2 (null disables it)"
             )
+        if vpp is not None and not self.overlap_p2p_comm and self.pipeline_model_parallel_size < 3:
+            # Megatron-LM refuses it: batched send/receive pairs between the same two ranks.
+            raise ValueError(
+                "parallel.overlap_p2p_comm=false with interleaving needs pipeline_model_parallel_size >= 3: "
+                "set overlap_p2p_comm=true or raise the pipeline size"
+            )
         if self.overlap_param_gather and not self.use_distributed_optimizer:
             raise ValueError(
                 "parallel.overlap_param_gather=true needs the distributed optimizer: "

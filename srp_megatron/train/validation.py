@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from srp_megatron.errors import SRPError
 from srp_megatron.train.model import ModelConfig, te_available
-from srp_megatron.train.parallel import ParallelConfig
+from srp_megatron.train.parallel import CPCommType, ParallelConfig
 from srp_megatron.train.precision import DType, FP8Recipe, PrecisionConfig
 
 
@@ -58,6 +58,12 @@ def _check_model_split(model: ModelConfig, precision: PrecisionConfig, parallel:
     if model.query_groups % tp:
         problems.append(f"parallel.tensor_model_parallel_size={tp} does not divide the query groups "
                         f"(model.num_query_groups={model.query_groups}): choose a TP that divides them")
+    cp = parallel.cp
+    if cp > 1 and parallel.cp_comm_type == CPCommType.a2a and (model.num_attention_heads // tp % cp
+                                                                or model.query_groups // tp % cp):
+        problems.append(f"parallel.cp_comm_type=a2a splits the heads over CP: the query heads "
+                        f"({model.num_attention_heads}) and query groups ({model.query_groups}) per TP rank must "
+                        f"be divisible by context_parallel_size={cp}; use cp_comm_type=p2p")
     if model.num_layers % (pp * vpp):
         problems.append(f"model.num_layers={model.num_layers} is not divisible by pipeline_model_parallel_size x "
                         f"virtual_pipeline_model_parallel_size = {pp} x {vpp}: choose PP (x VPP) dividing the layers")

@@ -38,6 +38,33 @@ def test_param_gather_overlap_needs_grad_reduce_overlap():
         ParallelConfig(use_distributed_optimizer=True, overlap_param_gather=True)
 
 
+def test_interleaving_without_p2p_overlap_needs_three_stages():
+    with pytest.raises(ValueError, match="overlap_p2p_comm=false with interleaving needs pipeline_model_parallel"):
+        ParallelConfig(pipeline_model_parallel_size=2, virtual_pipeline_model_parallel_size=2, overlap_p2p_comm=False)
+    ParallelConfig(pipeline_model_parallel_size=3, virtual_pipeline_model_parallel_size=2, overlap_p2p_comm=False)
+
+
+def test_all_to_all_context_parallelism_needs_heads_divisible_by_cp():
+    """TE's a2a attention splits the heads of each TP rank over the CP ranks: llama3-8b has 8 KV groups."""
+    from omegaconf import OmegaConf
+
+    from srp_megatron.train.model import ModelConfig, load_model_preset
+    from srp_megatron.train.precision import PrecisionConfig
+    from srp_megatron.train.validation import validate_layout
+
+    llama = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), load_model_preset("llama3-8b")))
+
+    def check(tp: int, cp: int) -> None:
+        par = ParallelConfig(tensor_model_parallel_size=tp, context_parallel_size=cp, cp_comm_type="a2a",
+                             use_distributed_optimizer=True)
+        validate_layout(llama, PrecisionConfig(), par, world_size=tp * cp, gpu="h100-80gb", seq_length=8192,
+                        micro_batch_size=1, global_batch_size=8)
+
+    check(2, 2)  # 16 heads and 4 groups per TP rank, over 2 CP ranks
+    with pytest.raises(SRPError, match=r"cp_comm_type=a2a .* divisible by context_parallel_size=8"):
+        check(2, 8)  # 4 groups per TP rank over 8 CP ranks
+
+
 # -- TransformerConfig fields Megatron-LM sets -------------------------------------------------------
 
 
