@@ -328,7 +328,7 @@ class Trainer:
             exiting = bool(t.exit_interval) and step % t.exit_interval == 0 and not last
             evaluating = bool(t.eval_interval) and (step % t.eval_interval == 0 or last)
             saving = bool(ck.save_interval and step % ck.save_interval == 0) or (last and ck.save_at_end) or exiting
-            if evaluating or saving:
+            if evaluating or saving or last:  # the last gather leaves the weights current, as Megatron-LM
                 with self._params_gathered():
                     if evaluating:
                         self.metrics.log(step, self.evaluate(), "valid")
