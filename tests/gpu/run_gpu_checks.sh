@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of `srp pretrain` for one GPU session (one H100/H200, under 8 minutes), from any directory:
 #
-#   bash tests/gpu/run_gpu_checks.sh          # results in $OUT (default: ./gpu_checks_out)
+#   bash tests/gpu/run_gpu_checks.sh          # results in $OUT (default: /tmp/srp_gpu_checks)
 #
 # 1. installs only the Python modules missing there, from the wheels in .whl/ (tests/gpu/fetch_wheels.sh
 #    fetches them where pip reaches PyPI), into /tmp/srp_site; nothing else;
@@ -14,7 +14,7 @@
 # Exit status: that of tests/gpu. summary.txt holds the lines to report.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$PWD/gpu_checks_out}
+OUT=${OUT:-/tmp/srp_gpu_checks}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
