@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/py311.txt
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench lint clean
+.PHONY: test demo bench lint gpu-checks clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# On a GPU machine (see docs/gpu-review.md): tests/gpu and SmolLM2-1.7B throughput beside Megatron-LM's figure.
+gpu-checks:
+	bash tests/gpu/run_gpu_checks.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check srp_megatron tests bench

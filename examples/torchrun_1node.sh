@@ -22,7 +22,7 @@ export CUDA_DEVICE_MAX_CONNECTIONS=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 export TORCH_NCCL_ASYNC_ERROR_HANDLING=1
 
-# Memory and throughput estimate for this layout (refuses impossible layouts before any GPU time).
+# Memory and throughput estimate (refuses impossible layouts and ones that do not fit, before any GPU time).
 srp plan "$CONFIG" --gpus "$NPROC" --gpu "$GPU" "data.paths=[$DATA_PREFIX]" "$@"
 
 exec torchrun --standalone --nproc_per_node "$NPROC" -m srp_megatron.cli pretrain "$CONFIG" \

@@ -27,6 +27,7 @@ from srp_megatron.config.loader import (
     resolve_preset,
     to_yaml,
 )
+from srp_megatron.errors import SRPError
 from srp_megatron.train.checkpoint import CheckpointConfig
 from srp_megatron.train.data import DataConfig
 from srp_megatron.train.metrics import LoggingConfig
@@ -126,10 +127,13 @@ class PretrainConfig:
         self._validate_data()
         self._validate_schedule()
 
-    def _validate_data(self) -> None:
+    def require_data(self) -> None:
+        """Training needs data (``srp plan`` does not): raise ``SRPError`` when no prefixes are given."""
         if not (self.data.paths or self.data.train_paths):
-            raise ValueError("data.paths is empty: give rendered dataset prefixes (srp render outputs), e.g. "
-                             "data.paths=[/data/fineweb_srp]")
+            raise SRPError("data.paths is empty: give rendered dataset prefixes (srp render outputs), e.g. "
+                           "data.paths=[/data/fineweb_srp]")
+
+    def _validate_data(self) -> None:
         no_valid = not self.data.valid_paths if self.data.per_split else self.data.split_weights()[1] == 0
         if self.training.eval_interval and no_valid:
             raise ValueError(f"training.eval_interval={self.training.eval_interval} but there is no validation "

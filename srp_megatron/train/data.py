@@ -9,6 +9,7 @@ to the other TP ranks (``get_batch_on_this_tp_rank``) and context parallelism sl
 
 from __future__ import annotations
 
+import glob
 import inspect
 import logging
 import os
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srp_megatron.errors import SRPError
+from srp_megatron.prep.rendered import SPANS_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +112,22 @@ def tokenizer_path(cfg: DataConfig) -> str:
         raise SRPError(f"{exc}; or set data.tokenizer to the tokenizer directory") from None
 
 
+def expand_prefix_glob(value: str, key: str) -> list[str]:
+    """A prefix, or a glob over prefixes (``data/srp_*`` for the shards of ``srp render --num-shards``)."""
+    if not any(c in value for c in "*?["):
+        return [value]
+    found = sorted(p.removesuffix(".bin") for p in glob.glob(value + ".bin"))
+    prefixes = [p for p in found if not p.endswith(SPANS_SUFFIX)]
+    if not prefixes:
+        raise ValueError(f"{key}: '{value}' matches no rendered dataset (no {value}.bin)")
+    return prefixes
+
+
 def parse_blend(values: list[str], key: str) -> tuple[list[str], list[float] | None] | None:
-    """``[A, B]`` -> ``([A, B], None)``; ``[0.7, A, 0.3, B]`` -> ``([A, B], [0.7, 0.3])``; ``[]`` -> None."""
+    """``[A, B]`` -> ``([A, B], None)``; ``[0.7, A, 0.3, B]`` -> ``([A, B], [0.7, 0.3])``; ``[]`` -> None.
+
+    Unweighted entries may be globs over prefixes (each shard then weighs by its size, as one dataset would).
+    """
     if not values:
         return None
     values = [str(v).strip() for v in values]
@@ -126,9 +142,11 @@ def parse_blend(values: list[str], key: str) -> tuple[list[str], list[float] | N
 
     numbers = [is_number(v) for v in values]
     if not any(numbers):
-        return values, None
+        return [p for v in values for p in expand_prefix_glob(v, key)], None
     if len(values) % 2 or numbers[0::2] != [True] * (len(values) // 2) or any(numbers[1::2]):
         raise ValueError(f"{key}={values}: give prefixes only, or weight/prefix pairs like [0.7, A, 0.3, B]")
+    if any(c in v for v in values[1::2] for c in "*?["):
+        raise ValueError(f"{key}={values}: a glob cannot take a weight; list the prefixes, or drop the weights")
     weights = [float(w) for w in values[0::2]]
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(f"{key}: weights {weights} must be >= 0 with a positive sum")

@@ -37,6 +37,7 @@ class Trainer:
         from srp_megatron.train.validation import validate_layout
 
         self.cfg = cfg
+        cfg.require_data()
         t, p = cfg.training, cfg.parallel
         use_cuda = distributed.use_cuda(cfg.device.value)
         if p.tp_comm_overlap:

@@ -323,7 +323,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run ``srp plan``: 0 when the layout fits, 1 when it is tight or does not fit."""
+    """Run ``srp plan``: 0 when the layout fits or is tight (an estimate; launch scripts go on), 1 when it does not."""
     from srp_megatron.train.config import load_pretrain_config
 
     cfg = load_pretrain_config(args.config, args.overrides)
@@ -333,4 +333,4 @@ def main(args: argparse.Namespace) -> int:
                       recompute=t.recompute, recompute_num_layers=t.recompute_num_layers, gpus=args.gpus,
                       gpu=args.gpu, mfu=args.mfu, headroom=args.headroom)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
-    return 0 if report.verdict == "fits" else 1
+    return 1 if report.verdict == "does not fit" else 0

@@ -42,7 +42,6 @@ def test_presets_merge_under_yaml_keys_and_overrides_win(tmp_path):
     (["training.bogus=1"], r"command line: key 'training.bogus'"),
     (["training.train_iters=many"], r"key 'training.train_iters'"),
     (["model.preset=huge"], r"key 'model.preset'.*known presets in conf/model: .*tiny"),
-    (["data.paths=[]"], r"data.paths is empty"),
     (["data.paths=[0.5, /a, /b]"], r"weight/prefix pairs"),
     (["scheduler.warmup_iters=100"], r"scheduler.warmup_iters=100 must be < the decay end"),
     (["training.global_batch_size=6", "training.micro_batch_size=4"], r"not a multiple of micro_batch_size=4"),
@@ -54,6 +53,24 @@ def test_presets_merge_under_yaml_keys_and_overrides_win(tmp_path):
 def test_config_errors_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_pretrain_config("tiny-cpu", ["data.paths=[/d/x]", *overrides])
+
+
+def test_training_requires_data_but_planning_does_not():
+    cfg = load_pretrain_config("tiny-cpu")  # srp plan loads configs without data
+    with pytest.raises(SRPError, match=r"data.paths is empty"):
+        cfg.require_data()
+
+
+def test_prefix_globs_expand_to_rendered_shards(tmp_path):
+    for name in ("srp_00001", "srp_00000", "other"):
+        for suffix in ("", "_spans"):
+            (tmp_path / f"{name}{suffix}.bin").write_bytes(b"")
+    prefixes, weights = parse_blend([str(tmp_path / "srp_*")], "data.paths")
+    assert prefixes == [str(tmp_path / "srp_00000"), str(tmp_path / "srp_00001")] and weights is None
+    with pytest.raises(ValueError, match="matches no rendered dataset"):
+        parse_blend([str(tmp_path / "nope_*")], "data.paths")
+    with pytest.raises(ValueError, match="a glob cannot take a weight"):
+        parse_blend(["0.5", str(tmp_path / "srp_*"), "0.5", str(tmp_path / "other")], "data.paths")
 
 
 def test_yaml_errors_name_the_file(tmp_path):
