@@ -192,9 +192,7 @@ class _Rules:
                     self.rules.append((severity, str(category)))
                     if key.endswith("_regex"):
                         try:
-                            # A lookahead finds matches at every start, so a rejected one (inside a word)
-                            # cannot hide an overlapping valid one.
-                            self.shapes.append((re.compile(b"(?=(" + str(entry).encode() + b"))"), rule))
+                            self.shapes.append((re.compile(str(entry).encode()), rule))
                         except re.error as exc:
                             raise SRPError(f"{where}: {category!r}: invalid regex {entry!r}: {exc}") from None
                         continue
@@ -215,7 +213,13 @@ class _Rules:
                 pos = norm.find(first, pos + 1)
         shape = data.translate(_SHAPE) if self.shapes else b""
         for rx, rule in self.shapes:
-            found += [(m.end(1), rule) for m in rx.finditer(shape) if m.start() == 0 or norm[m.start() - 1] == 32]
+            # Every start position counts (overlapping matches, as for phrases): search again from the next byte
+            # after each match; matches are rare, so this costs about one finditer pass.
+            m = rx.search(shape)
+            while m is not None:
+                if m.start() == 0 or norm[m.start() - 1] == 32:
+                    found.append((m.end(), rule))
+                m = rx.search(shape, m.start() + 1)
         return found
 
 
