@@ -216,7 +216,6 @@ def run_plan(argv: list[str]) -> int:
 
 
 def test_srp_plan_command_prints_table_and_json(capsys):
-    # Overrides follow CONFIG, before the flags (argparse cannot interleave them under cli.py's parse_args).
     args = ["tiny-cpu", "model.preset=smollm2-1.7b", "precision.preset=bf16",
             "parallel.use_distributed_optimizer=true", "training.seq_length=2048", "training.global_batch_size=64",
             "data.paths=[unused]",
