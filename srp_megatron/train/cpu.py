@@ -1,14 +1,15 @@
 """The CPU accommodations for megatron-core, in one place and used only when CUDA is absent.
 
-megatron-core has no official CPU path, but ``GPTModel`` trains on CPU with gloo once three CUDA
-assumptions are handled (see ``docs/design.md`` and the README's "What CPU runs exercise"):
+megatron-core has no official CPU path, but ``GPTModel`` trains on CPU with gloo, through megatron's own
+pipeline schedules, once four CUDA assumptions are handled (see ``docs/training.md``, "CPU runs"):
 
-1. ``torch.cuda.current_device()`` is used as a device (global memory buffer, RoPE frequencies);
+1. ``torch.cuda.current_device()`` is used as a device (global memory buffer, RoPE frequencies, p2p buffers);
 2. the CUDA RNG tracker is forked around tensor-parallel initialisation and dropout;
-3. the pipeline schedules allocate on ``"cuda"`` (so on CPU ``forward_backward_cpu`` runs the
-   micro-batches, PP=1 only);
-4. the optimizer and ``dist_checkpointing`` create tensors on ``"cuda"``, assert CUDA gradient types and call
-   ``torch.cuda.synchronize()`` (``cuda_calls_on_cpu``).
+3. the pipeline schedules, the optimizer, tied-embedding setup and ``dist_checkpointing`` create tensors on
+   ``"cuda"``, call ``.cuda()``, assert CUDA gradient types and call ``torch.cuda.synchronize()``
+   (``cuda_calls_on_cpu``);
+4. pipeline stage outputs are pseudo-freed right after an asynchronous send, which is safe only for NCCL
+   (``deallocate_pipeline_outputs``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def apply_cpu_accommodations() -> None:
     # (1) megatron places a few buffers on torch.cuda.current_device(): make that name the CPU.
     torch.cuda.current_device = lambda: "cpu"
     _APPLIED = True
-    logger.info("CUDA absent: megatron-core runs on CPU (gloo, local layer spec, PP=1)")
+    logger.info("CUDA absent: megatron-core runs on CPU (gloo, local layer spec)")
 
 
 def initialize_cpu_rng_tracker() -> None:
@@ -49,10 +50,11 @@ def initialize_cpu_rng_tracker() -> None:
 
 @contextlib.contextmanager
 def cuda_calls_on_cpu() -> Iterator[None]:
-    """CPU accommodation (4): run megatron code that hard-codes CUDA (optimizer, checkpoint I/O) on the CPU.
+    """(3) Run megatron code that hard-codes CUDA (schedules, optimizer, checkpoint I/O) on the CPU.
 
-    megatron's optimizer creates its scalars with ``device='cuda'`` and asserts ``torch.cuda.FloatTensor``
-    gradients; ``dist_checkpointing`` calls ``torch.cuda.synchronize()``. Inside this context (CPU only;
+    The schedules count tokens in a ``device='cuda'`` tensor; megatron's optimizer creates its scalars there
+    and asserts ``torch.cuda.FloatTensor`` gradients; tied embeddings on the last pipeline stage are synced
+    through ``.cuda()``; ``dist_checkpointing`` calls ``torch.cuda.synchronize()``. Inside this context (CPU only;
     a no-op with CUDA) ``cuda`` factory calls get the CPU, CPU tensors report CUDA type names, ``.cuda()``
     stays on the CPU, ``synchronize`` does nothing and ``current_stream`` is a stream that never waits.
     """
@@ -102,21 +104,11 @@ class _NoStream:
         """No-op."""
 
 
-def forward_backward_cpu(forward_step, data_iterator, model, num_microbatches: int, config, forward_only: bool):
-    """(3) CPU stand-in for megatron's ``forward_backward_no_pipelining`` (whose buffers live on CUDA): same
-    forward step, loss function, backward, no-sync accumulation and ``finalize_model_grads``."""
-    reports, total_tokens = [], torch.zeros([], dtype=torch.int)
-    for i in range(num_microbatches):
-        sync = contextlib.nullcontext() if forward_only or i == num_microbatches - 1 else model.no_sync()
-        with sync:
-            output, loss_func = forward_step(data_iterator, model)
-            loss, num_tokens, report = loss_func(output)
-            total_tokens += num_tokens
-            reports.append(report)
-            if not forward_only:
-                scaled = config.grad_scale_func(loss) if config.grad_scale_func is not None else loss
-                scaled.backward()
-    if not forward_only:
-        with cuda_calls_on_cpu():
-            config.finalize_model_grads_func([model], total_tokens)
-    return reports
+def deallocate_pipeline_outputs() -> bool:
+    """(4) Whether megatron may pseudo-free a stage's output after sending it (``out.data = empty``): not on CPU.
+
+    gloo's ``isend`` keeps sending from the tensor's memory in the background; with the overlapped sends of
+    the interleaved schedule, swapping the storage frees that memory mid-send and the next stage silently
+    gets corrupted activations. NCCL records the storage on its stream, so GPUs keep Megatron-LM's setting.
+    """
+    return not cuda_absent()

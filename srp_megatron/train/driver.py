@@ -222,19 +222,16 @@ class Trainer:
         from megatron.core import parallel_state
 
         t = self.cfg.training
-        if self.env.on_gpu:
-            from megatron.core.pipeline_parallel import get_forward_backward_func
+        from megatron.core.pipeline_parallel import get_forward_backward_func
 
+        from srp_megatron.train.cpu import cuda_calls_on_cpu
+
+        with cuda_calls_on_cpu():
             reports = get_forward_backward_func()(
                 forward_step_func=self._forward_step, data_iterator=iterators if len(iterators) > 1 else iterators[0],
                 model=self.model, num_microbatches=self.num_microbatches, seq_length=t.seq_length,
                 micro_batch_size=t.micro_batch_size, forward_only=forward_only,
             )
-        else:
-            from srp_megatron.train.cpu import forward_backward_cpu
-
-            reports = forward_backward_cpu(self._forward_step, iterators[0], self.model[0], self.num_microbatches,
-                                           self.tconfig, forward_only)
         width = 2 + 2 * len(self.span_names)
         local = torch.stack(reports).sum(0).double() if reports else torch.zeros(width, dtype=torch.float64)
         local = local.to(self.env.device)

@@ -276,6 +276,8 @@ def build_transformer_config(model, precision, parallel, *, recompute: str = "no
     import torch
     from megatron.core.transformer import TransformerConfig
 
+    from srp_megatron.train.cpu import deallocate_pipeline_outputs
+
     use_te = te_available() if use_te is None else use_te
     dtype = params_dtype if params_dtype is not None else precision.torch_dtype()
     # megatron fuses bias + GLU/GELU only for gated units or GELU with a bias
@@ -293,7 +295,8 @@ def build_transformer_config(model, precision, parallel, *, recompute: str = "no
         perform_initialization=perform_initialization,
         bias_activation_fusion=fused, bias_dropout_fusion=use_te, apply_rope_fusion=use_te,
         gradient_accumulation_fusion=grad_accum_fusion_available(use_te),
-        deallocate_pipeline_outputs=True,  # as Megatron-LM: free stage outputs once sent (PP memory)
+        # as Megatron-LM: free stage outputs once sent (PP memory); not on CPU (see train/cpu.py)
+        deallocate_pipeline_outputs=deallocate_pipeline_outputs(),
         **_activation_kwargs(model), **precision.transformer_config_kwargs(),
         **parallel.transformer_config_kwargs(), **_recompute_kwargs(recompute, recompute_num_layers),
     )
@@ -324,6 +327,8 @@ def build_gpt_model(model: ModelConfig, precision, parallel, *, vocab_size: int,
 
     from megatron.core.models.gpt import GPTModel
 
+    from srp_megatron.train.cpu import cuda_calls_on_cpu
+
     use_te = te_available() if use_te is None else use_te
     if config is None:
         config = build_transformer_config(model, precision, parallel, use_te=use_te, **config_kwargs)
@@ -339,7 +344,9 @@ def build_gpt_model(model: ModelConfig, precision, parallel, *, vocab_size: int,
         if "vp_stage" not in inspect.signature(GPTModel.__init__).parameters:
             raise SRPError("this megatron-core's GPTModel has no vp_stage: upgrade to >= 0.14 for interleaving")
         kwargs["vp_stage"] = vp_stage
-    return GPTModel(**kwargs)
+    # With PP > 1 and tied embeddings the last stage syncs its output weight with ``.cuda()`` tensors.
+    with cuda_calls_on_cpu():
+        return GPTModel(**kwargs)
 
 
 def count_parameters(module) -> int:

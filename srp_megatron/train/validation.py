@@ -115,13 +115,15 @@ def _check_batch(parallel: ParallelConfig, world_size: int | None, seq_length: i
 
 def _check_target(precision: PrecisionConfig, parallel: ParallelConfig, target: Target, problems: list[str]) -> None:
     low = precision.uses_fp8 or precision.uses_fp4
-    if target.is_cpu:
-        if parallel.pp > 1:
-            problems.append(f"parallel.pipeline_model_parallel_size={parallel.pp}: CPU runs support PP=1 only "
-                            "(megatron's pipeline schedules allocate on CUDA)")
+    if not target.has_te:  # megatron-core's local spec: torch norms and its own attention
+        where = "on CPU" if target.is_cpu else "without Transformer Engine"
         if parallel.cp > 1:
             problems.append(f"parallel.context_parallel_size={parallel.cp}: context parallelism needs "
-                            "Transformer Engine attention on GPU; use 1 on CPU")
+                            f"Transformer Engine attention on GPU; use 1 {where}")
+        if parallel.sequence_parallel:
+            problems.append("parallel.sequence_parallel=true needs Transformer Engine's layer spec (the local spec's "
+                            f"torch norms have no sequence parallelism); set it false {where}")
+    if target.is_cpu:
         if precision.dtype == DType.fp16:
             problems.append("precision.dtype=fp16 on CPU: use precision=fp32-cpu (or dtype=bf16)")
         if low:

@@ -68,12 +68,18 @@ def test_all_to_all_context_parallelism_needs_heads_divisible_by_cp():
 # -- TransformerConfig fields Megatron-LM sets -------------------------------------------------------
 
 
-def test_pipeline_outputs_are_deallocated_as_megatron_lm_does():
+def test_pipeline_outputs_are_deallocated_as_megatron_lm_does(monkeypatch):
+    """On GPU as Megatron-LM; on CPU not (gloo's async sends read the memory; see test_parallel_equivalence)."""
+    import srp_megatron.train.cpu as cpu
     from srp_megatron.train.model import ModelConfig, build_transformer_config
     from srp_megatron.train.precision import DType, PrecisionConfig
 
     tiny = ModelConfig(num_layers=4, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4)
     par = ParallelConfig(pipeline_model_parallel_size=2)
+    monkeypatch.setattr(cpu, "cuda_absent", lambda: True)
+    assert build_transformer_config(tiny, PrecisionConfig(dtype=DType.bf16), par, use_te=False) \
+        .deallocate_pipeline_outputs is False
+    monkeypatch.setattr(cpu, "cuda_absent", lambda: False)
     cfg = build_transformer_config(tiny, PrecisionConfig(dtype=DType.bf16), par, use_te=False)
     assert cfg.deallocate_pipeline_outputs is True
     assert cfg.pipeline_dtype == torch.bfloat16 == cfg.params_dtype == cfg.autocast_dtype and cfg.bf16

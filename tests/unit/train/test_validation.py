@@ -84,7 +84,8 @@ def test_published_layouts_pass():
         (dict(p=precision(fp4="nvfp4"), gpu="h200-141gb"), r"fp4=nvfp4 needs Blackwell .* h200-141gb is 9.0"),
         (dict(p=FP8, gpu="a100-80gb"), "a100-80gb .* has no FP8 tensor cores"),
         # CPU
-        (dict(gpu="cpu", par=par(pipeline_model_parallel_size=2), world=2), "CPU runs support PP=1 only"),
+        (dict(gpu="cpu", par=par(tensor_model_parallel_size=2, sequence_parallel=True), world=2),
+         "sequence_parallel=true needs Transformer Engine's layer spec .* set it false on CPU"),
         (dict(gpu="cpu", par=par(context_parallel_size=2), world=2), "context_parallel_size=2: context parallelism"),
         (dict(gpu="cpu", p=precision(dtype="fp16")), "dtype=fp16 on CPU"),
         (dict(gpu="cpu", p=FP8), "fp8/fp4 needs Transformer Engine on a CUDA GPU"),
@@ -144,10 +145,25 @@ def test_this_machine_without_cuda_gets_cpu_rules():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert resolve_target(None).is_cpu
-    with pytest.raises(SRPError, match="CPU runs support PP=1 only"):
-        check(gpu=None, par=par(pipeline_model_parallel_size=2), world=2, p=precision("fp32-cpu"))
+    check(gpu=None, par=par(pipeline_model_parallel_size=2, virtual_pipeline_model_parallel_size=2), world=2,
+          p=precision("fp32-cpu"), m=model("tiny", num_layers=4))  # megatron's pipeline schedules run on CPU
+    with pytest.raises(SRPError, match="dtype=fp16 on CPU"):
+        check(gpu=None, p=precision(dtype="fp16"))
 
 
 def test_enums_are_used_by_value():
     p = PrecisionConfig(dtype=DType.bf16, fp8=FP8Format.hybrid, fp8_recipe=FP8Recipe.blockwise, fp4=FP4Format.none)
     check(p=p)
+
+
+def test_gpu_without_transformer_engine_refuses_sequence_and_context_parallelism(monkeypatch):
+    """The local spec (torch norms, megatron's own attention) has neither, on a GPU too."""
+    import srp_megatron.train.gpus as gpus
+    import srp_megatron.train.validation as validation
+
+    monkeypatch.setattr(gpus, "runtime_compute_capability", lambda: (9, 0))
+    monkeypatch.setattr(validation, "te_available", lambda: False)
+    with pytest.raises(SRPError, match="sequence_parallel=true .* set it false without Transformer Engine") as info:
+        check(gpu=None, par=par(tensor_model_parallel_size=2, sequence_parallel=True, context_parallel_size=2))
+    assert "context parallelism needs Transformer Engine attention on GPU; use 1 without" in str(info.value)
+    check(gpu=None, par=par(tensor_model_parallel_size=2))

@@ -1,0 +1,117 @@
+"""Two gloo processes under torchrun train like one: TP=2, DP=2 with the distributed optimizer, PP=2 (1F1B)
+and PP=2 x VPP=2 (interleaved 1F1B, megatron's own schedules) give the single-process losses, gradient norms
+and learning rates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+from pretrain_helpers import FAST, cpu_only, make_srp_corpus, read_metrics, train
+
+pytestmark = cpu_only
+
+# The padded vocabulary must match: 128 x TP=1 here, 64 x TP=2 in the TP=2 run (megatron pads per TP rank).
+RUN = ["training.train_iters=4", "training.global_batch_size=8", "training.micro_batch_size=4",
+       "scheduler.warmup_iters=1", "checkpoint.save_at_end=false", "model.make_vocab_size_divisible_by=128"]
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory, tiny_tokenizer_dir, demo_jsonl) -> str:
+    return make_srp_corpus(str(tmp_path_factory.mktemp("corpus")), tiny_tokenizer_dir, demo_jsonl)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(run_dir: str, prefix: str, *overrides: str) -> str:
+    """Run tiny-cpu in two processes; returns their log (stderr)."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+        "-m", "srp_megatron.cli", "pretrain", "tiny-cpu", f"data.paths=[{prefix}]", f"logging.run_dir={run_dir}",
+        *FAST, *overrides,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stderr
+
+
+def _continue_from_one_step(tmp_path, prefix: str, run: list[str], *layout: str) -> tuple[list[dict], str, str]:
+    """One process trains one step and saves; it and a two-process ``layout`` both continue from that checkpoint.
+
+    Returns the one-process records of the continued steps, the two-process run directory and its log.
+    Fresh weights cannot be compared across layouts: megatron seeds each pipeline stage differently and its
+    CPU initialisation splits the gated fc1 master weight contiguously, pairing gate and up rows differently
+    at TP=2 than at TP=1. dist_checkpointing reshards the checkpoint to the layout.
+    """
+    one_dir, two_dir = str(tmp_path / "one"), str(tmp_path / "two")
+    train(one_dir, prefix, *run, "training.exit_interval=1")  # one step, then a checkpoint
+    shutil.copytree(os.path.join(one_dir, "checkpoints"), os.path.join(two_dir, "checkpoints"))
+    one = train(one_dir, prefix, *run)[1:]  # steps 2.. (metrics.jsonl also holds step 1)
+    log = _torchrun(two_dir, prefix, *run, *layout)
+    assert "resumed from" in log
+    assert [r["step"] for r in one] == list(range(2, 2 + len(one)))
+    return one, two_dir, log
+
+
+def _assert_same_curves(expected: list[dict], actual: list[dict]) -> None:
+    assert [r["step"] for r in actual] == [r["step"] for r in expected]
+    for a, b in zip(expected, actual, strict=True):
+        for key in ("loss/total(nats)", "loss/text(nats)", "optim/grad_norm", "optim/lr"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5), (a["step"], key)
+        assert b["tokens/loss_trained(count)"] == a["tokens/loss_trained(count)"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlap", [[], ["parallel.overlap_grad_reduce=true", "parallel.overlap_param_gather=true"]],
+                         ids=["plain", "overlapped"])
+def test_dp2_distributed_optimizer_matches_one_process(tmp_path, prefix, overlap):
+    """Same global batch split over two data-parallel ranks; gradients reduce-scattered, optimizer state sharded,
+    parameters all-gathered (overlapped: in backward hooks and before the next forward, as on GPU)."""
+    one = train(str(tmp_path / "one"), prefix, *RUN)
+    log = _torchrun(str(tmp_path / "dp2"), prefix, *RUN, "parallel.use_distributed_optimizer=true", *overlap)
+    assert "DP=2" in log
+    _assert_same_curves(one, read_metrics(str(tmp_path / "dp2")))
+    assert one[-1]["loss/total(nats)"] < one[0]["loss/total(nats)"]  # it trained
+
+
+@pytest.mark.slow
+def test_tp2_matches_tp1(tmp_path, prefix):
+    """TP=2 (vocabulary padded to 64 per rank, 128 in all) continues a TP=1 checkpoint like TP=1 does."""
+    one, two_dir, log = _continue_from_one_step(tmp_path, prefix, RUN, "parallel.tensor_model_parallel_size=2",
+                                                "model.make_vocab_size_divisible_by=64")
+    assert "TP=2" in log
+    _assert_same_curves(one, read_metrics(two_dir))
+    assert one[-1]["loss/total(nats)"] < one[0]["loss/total(nats)"]  # it trained
+
+
+# Four micro-batches of 2 so the pipeline schedules go through warm-up, steady 1F1B and cool-down; validation
+# at step 3 and at the end runs the forward-only schedule.
+PIPELINE_RUN = [*RUN, "training.micro_batch_size=2", "training.eval_interval=3", "training.eval_iters=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("layers", "layout", "banner"), [
+    (2, ["parallel.pipeline_model_parallel_size=2"], "PP=2 VPP=None"),
+    (4, ["parallel.pipeline_model_parallel_size=2", "parallel.virtual_pipeline_model_parallel_size=2"],
+     "PP=2 VPP=2"),
+], ids=["pp2-1f1b", "pp2-vpp2-interleaved"])
+def test_pipeline_matches_one_process(tmp_path, prefix, layers, layout, banner):
+    """Tied embeddings span the first and last stage: their gradients meet in megatron's embedding group."""
+    run = [*PIPELINE_RUN, f"model.num_layers={layers}"]
+    one, two_dir, log = _continue_from_one_step(tmp_path, prefix, run, *layout)
+    assert banner in log
+    _assert_same_curves(one, read_metrics(two_dir))
+    valid_one, valid_two = read_metrics(str(tmp_path / "one"), "valid"), read_metrics(two_dir, "valid")
+    assert [r["step"] for r in valid_two] == [r["step"] for r in valid_one] == [3, 4]  # interval, and the end
+    for a, b in zip(valid_one, valid_two, strict=True):
+        assert b["loss/total(nats)"] == pytest.approx(a["loss/total(nats)"], rel=1e-5)
+    assert one[-1]["loss/total(nats)"] < one[0]["loss/total(nats)"]  # it trained
