@@ -24,17 +24,20 @@ def _curve(records: list[dict]) -> dict[int, tuple[float, float, float]]:
 
 
 @cpu_only
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, prefix):
-    whole = _curve(train(str(tmp_path / "whole"), prefix, *RUN, "checkpoint.save_at_end=false"))
+@pytest.mark.parametrize("precision", ["fp32-cpu", "bf16"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, prefix, precision):
+    """bf16: the fp32 master weights travel in the checkpoint (megatron's mixed-precision optimizer)."""
+    run = [*RUN, f"precision.preset={precision}"]
+    whole = _curve(train(str(tmp_path / "whole"), prefix, *run, "checkpoint.save_at_end=false"))
     assert sorted(whole) == [1, 2, 3, 4, 5, 6]
 
     split_dir = str(tmp_path / "split")
     # First job: stops after iteration 3 with a checkpoint (as a job near its time limit would).
-    first = _curve(train(split_dir, prefix, *RUN, "training.exit_interval=3"))
+    first = _curve(train(split_dir, prefix, *run, "training.exit_interval=3"))
     assert sorted(first) == [1, 2, 3]
     assert latest_iteration(os.path.join(split_dir, "checkpoints")) == 3
     # Second job, same command: resumes at iteration 4 with the same weights, optimizer, schedule and data.
-    second = _curve(train(split_dir, prefix, *RUN, "training.exit_interval=3"))
+    second = _curve(train(split_dir, prefix, *run, "training.exit_interval=3"))
     assert sorted(second) == [1, 2, 3, 4, 5, 6]  # metrics.jsonl is appended to
     for step in range(1, 7):
         assert second[step] == pytest.approx(whole[step], rel=1e-6, abs=1e-7), f"step {step}"

@@ -206,3 +206,39 @@ def test_parse_blend():
     assert parse_blend(["0.3", "/a", "0.7", "/b"], "k") == (["/a", "/b"], [0.3, 0.7])
     with pytest.raises(ValueError, match="k="):
         parse_blend(["0.3", "/a", "/b", "0.7"], "k")
+
+
+@cpu_only
+def test_bf16_mixed_precision_tracks_fp32(tmp_path, prefix):
+    """The GPU default (``precision=bf16``) on CPU: bf16 weights in megatron's ``Float16Module``, fp32 master
+    weights in ``Float16OptimizerWithFloat16Params``, fp32 gradient reduction; the loss curve follows the
+    FP32 run's within bf16 rounding and both train."""
+    from megatron.core.optimizer.optimizer import Float16OptimizerWithFloat16Params
+    from megatron.core.transformer.module import Float16Module
+
+    from srp_megatron.train.distributed import teardown
+    from srp_megatron.train.driver import Trainer
+
+    run = [*RUN, "training.train_iters=6", "scheduler.warmup_iters=2", "checkpoint.save_at_end=false"]
+    fp32 = train(str(tmp_path / "fp32"), prefix, *run)
+    cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{prefix}]", f"logging.run_dir={tmp_path / 'bf16'}", *run,
+                                            "logging.log_interval=1", "logging.tensorboard=false",
+                                            "training.eval_interval=0", "precision.preset=bf16"])
+    trainer = Trainer(cfg)
+    try:
+        assert isinstance(trainer.model[0].module, Float16Module)
+        assert {p.dtype for p in trainer.model[0].parameters()} == {torch.bfloat16}
+        optimizers = getattr(trainer.optimizer, "chained_optimizers", [trainer.optimizer])
+        assert all(isinstance(o, Float16OptimizerWithFloat16Params) for o in optimizers)
+        masters = [p for o in optimizers for g in o.fp32_from_float16_groups for p in g]
+        assert masters and {p.dtype for p in masters} == {torch.float32}
+        assert {p.main_grad.dtype for p in trainer.model[0].parameters()} == {torch.float32}  # grad_reduce_in_fp32
+        trainer.train()
+    finally:
+        trainer.close()
+        teardown()
+    bf16 = read_metrics(str(tmp_path / "bf16"))
+    assert [r["step"] for r in bf16] == [r["step"] for r in fp32] == list(range(1, 7))
+    for a, b in zip(fp32, bf16, strict=True):
+        assert b["loss/total(nats)"] == pytest.approx(a["loss/total(nats)"], rel=2e-2), a["step"]
+    assert bf16[-1]["loss/total(nats)"] < bf16[0]["loss/total(nats)"] - 0.5
