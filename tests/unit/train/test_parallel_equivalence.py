@@ -31,10 +31,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(run_dir: str, prefix: str, *overrides: str) -> str:
-    """Run tiny-cpu in two processes; returns their log (stderr)."""
+def _torchrun(run_dir: str, prefix: str, *overrides: str, nproc: int = 2) -> str:
+    """Run tiny-cpu in ``nproc`` processes; returns their log (stderr)."""
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(_free_port()),
         "-m", "srp_megatron.cli", "pretrain", "tiny-cpu", f"data.paths=[{prefix}]", f"logging.run_dir={run_dir}",
         *FAST, *overrides,
     ]
@@ -44,8 +44,9 @@ def _torchrun(run_dir: str, prefix: str, *overrides: str) -> str:
     return done.stderr
 
 
-def _continue_from_one_step(tmp_path, prefix: str, run: list[str], *layout: str) -> tuple[list[dict], str, str]:
-    """One process trains one step and saves; it and a two-process ``layout`` both continue from that checkpoint.
+def _continue_from_one_step(tmp_path, prefix: str, run: list[str], *layout: str,
+                            nproc: int = 2) -> tuple[list[dict], str, str]:
+    """One process trains one step and saves; it and a ``nproc``-process ``layout`` continue from that checkpoint.
 
     Returns the one-process records of the continued steps, the two-process run directory and its log.
     Fresh weights cannot be compared across layouts: megatron seeds each pipeline stage differently and its
@@ -56,7 +57,7 @@ def _continue_from_one_step(tmp_path, prefix: str, run: list[str], *layout: str)
     train(one_dir, prefix, *run, "training.exit_interval=1")  # one step, then a checkpoint
     shutil.copytree(os.path.join(one_dir, "checkpoints"), os.path.join(two_dir, "checkpoints"))
     one = train(one_dir, prefix, *run)[1:]  # steps 2.. (metrics.jsonl also holds step 1)
-    log = _torchrun(two_dir, prefix, *run, *layout)
+    log = _torchrun(two_dir, prefix, *run, *layout, nproc=nproc)
     assert "resumed from" in log
     assert [r["step"] for r in one] == list(range(2, 2 + len(one)))
     return one, two_dir, log
@@ -100,14 +101,20 @@ PIPELINE_RUN = [*RUN, "training.micro_batch_size=2", "training.eval_interval=3",
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("layers", "layout", "banner"), [
-    (2, ["parallel.pipeline_model_parallel_size=2"], "PP=2 VPP=None"),
+    (2, ["parallel.pipeline_model_parallel_size=2"], "TP=1 PP=2 VPP=None"),
     (4, ["parallel.pipeline_model_parallel_size=2", "parallel.virtual_pipeline_model_parallel_size=2"],
-     "PP=2 VPP=2"),
-], ids=["pp2-1f1b", "pp2-vpp2-interleaved"])
+     "TP=1 PP=2 VPP=2"),
+    (4, ["parallel.tensor_model_parallel_size=2", "model.make_vocab_size_divisible_by=64",
+         "parallel.pipeline_model_parallel_size=2", "parallel.virtual_pipeline_model_parallel_size=2"],
+     "TP=2 PP=2 VPP=2"),
+], ids=["pp2-1f1b", "pp2-vpp2-interleaved", "tp2-pp2-vpp2-4proc"])
 def test_pipeline_matches_one_process(tmp_path, prefix, layers, layout, banner):
-    """Tied embeddings span the first and last stage: their gradients meet in megatron's embedding group."""
+    """Tied embeddings span the first and last stage: their gradients meet in megatron's embedding group.
+    With TP=2 (four processes, as the Llama 3 70B preset composes them) each stage's TP rank 0 reads the data
+    and broadcasts it."""
     run = [*PIPELINE_RUN, f"model.num_layers={layers}"]
-    one, two_dir, log = _continue_from_one_step(tmp_path, prefix, run, *layout)
+    nproc = 4 if "parallel.tensor_model_parallel_size=2" in layout else 2
+    one, two_dir, log = _continue_from_one_step(tmp_path, prefix, run, *layout, nproc=nproc)
     assert banner in log
     _assert_same_curves(one, read_metrics(two_dir))
     valid_one, valid_two = read_metrics(str(tmp_path / "one"), "valid"), read_metrics(two_dir, "valid")
