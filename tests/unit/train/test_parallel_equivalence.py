@@ -34,7 +34,8 @@ def _free_port() -> int:
 def _torchrun(run_dir: str, prefix: str, *overrides: str, nproc: int = 2) -> str:
     """Run tiny-cpu in ``nproc`` processes; returns their log (stderr)."""
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(_free_port()),
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+        "--master_port", str(_free_port()),
         "-m", "srp_megatron.cli", "pretrain", "tiny-cpu", f"data.paths=[{prefix}]", f"logging.run_dir={run_dir}",
         *FAST, *overrides,
     ]
