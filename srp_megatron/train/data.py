@@ -112,6 +112,17 @@ def tokenizer_path(cfg: DataConfig) -> str:
         raise SRPError(f"{exc}; or set data.tokenizer to the tokenizer directory") from None
 
 
+def rendered_vocab_size(cfg: DataConfig) -> int | None:
+    """The tokenizer vocabulary recorded in the first dataset's ``PREFIX.json``; None without one (plan)."""
+    from srp_megatron.prep.rendered import RenderMetadata
+
+    prefixes = cfg.all_prefixes()
+    try:
+        return int(RenderMetadata.load(prefixes[0]).tokenizer["vocab_size"]) if prefixes else None
+    except FileNotFoundError:
+        return None
+
+
 def expand_prefix_glob(value: str, key: str) -> list[str]:
     """A prefix, or a glob over prefixes (``data/srp_*`` for the shards of ``srp render --num-shards``)."""
     if not any(c in value for c in "*?["):

@@ -325,12 +325,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``srp plan``: 0 when the layout fits or is tight (an estimate; launch scripts go on), 1 when it does not."""
     from srp_megatron.train.config import load_pretrain_config
+    from srp_megatron.train.data import rendered_vocab_size
 
     cfg = load_pretrain_config(args.config, args.overrides)
     t = cfg.training
+    # As srp pretrain: the tokenizer's vocabulary wins; here read from PREFIX.json, so no tokenizer is loaded.
+    vocab_size = rendered_vocab_size(cfg.data)
+    if vocab_size is None and cfg.model.vocab_size is None:
+        raise SRPError("model.vocab_size is null and data.paths names no rendered dataset (its PREFIX.json records "
+                       "the tokenizer's vocabulary): set model.vocab_size or data.paths")
     report = estimate(cfg.model, cfg.precision, cfg.parallel, seq_length=t.seq_length,
                       micro_batch_size=t.micro_batch_size, global_batch_size=t.global_batch_size,
                       recompute=t.recompute, recompute_num_layers=t.recompute_num_layers, gpus=args.gpus,
-                      gpu=args.gpu, mfu=args.mfu, headroom=args.headroom)
+                      gpu=args.gpu, mfu=args.mfu, headroom=args.headroom, vocab_size=vocab_size)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 1 if report.verdict == "does not fit" else 0
