@@ -95,6 +95,14 @@ def test_tp2_matches_tp1(tmp_path, prefix):
     assert one[-1]["loss/total(nats)"] < one[0]["loss/total(nats)"]  # it trained
 
 
+def _assert_same_validation(expected_dir: str, actual_dir: str) -> None:
+    """Validation at step 3 (the interval) and at the end: the same losses."""
+    expected, actual = read_metrics(expected_dir, "valid"), read_metrics(actual_dir, "valid")
+    assert [r["step"] for r in actual] == [r["step"] for r in expected] == [3, 4]
+    for a, b in zip(expected, actual, strict=True):
+        assert b["loss/total(nats)"] == pytest.approx(a["loss/total(nats)"], rel=1e-5)
+
+
 # Four micro-batches of 2 so the pipeline schedules go through warm-up, steady 1F1B and cool-down; validation
 # at step 3 and at the end runs the forward-only schedule.
 PIPELINE_RUN = [*RUN, "training.micro_batch_size=2", "training.eval_interval=3", "training.eval_iters=1"]
@@ -118,8 +126,21 @@ def test_pipeline_matches_one_process(tmp_path, prefix, layers, layout, banner):
     one, two_dir, log = _continue_from_one_step(tmp_path, prefix, run, *layout, nproc=nproc)
     assert banner in log
     _assert_same_curves(one, read_metrics(two_dir))
-    valid_one, valid_two = read_metrics(str(tmp_path / "one"), "valid"), read_metrics(two_dir, "valid")
-    assert [r["step"] for r in valid_two] == [r["step"] for r in valid_one] == [3, 4]  # interval, and the end
-    for a, b in zip(valid_one, valid_two, strict=True):
-        assert b["loss/total(nats)"] == pytest.approx(a["loss/total(nats)"], rel=1e-5)
+    _assert_same_validation(str(tmp_path / "one"), two_dir)
     assert one[-1]["loss/total(nats)"] < one[0]["loss/total(nats)"]  # it trained
+
+
+@pytest.mark.slow
+def test_interleaved_pipeline_with_dp2_overlapped_distributed_optimizer(tmp_path, prefix):
+    """PP=2 x VPP=2 x DP=2 (four processes) with the distributed optimizer and both overlaps (the interleaved
+    schedule's aligned ``param_sync_func``) against PP=2 x VPP=2 x DP=1: the same stages, seeds and weights."""
+    run = [*PIPELINE_RUN, "model.num_layers=4", "parallel.pipeline_model_parallel_size=2",
+           "parallel.virtual_pipeline_model_parallel_size=2", "checkpoint.save_at_end=false"]
+    _torchrun(str(tmp_path / "dp1"), prefix, *run)
+    log = _torchrun(str(tmp_path / "dp2"), prefix, *run, "parallel.use_distributed_optimizer=true",
+                    "parallel.overlap_grad_reduce=true", "parallel.overlap_param_gather=true", nproc=4)
+    assert "PP=2 VPP=2 CP=1 DP=2" in log
+    dp1 = read_metrics(str(tmp_path / "dp1"))
+    assert [r["step"] for r in dp1] == [1, 2, 3, 4]
+    _assert_same_curves(dp1, read_metrics(str(tmp_path / "dp2")))
+    _assert_same_validation(str(tmp_path / "dp1"), str(tmp_path / "dp2"))
