@@ -9,7 +9,9 @@ pipeline schedules, once four CUDA assumptions are handled (see ``docs/training.
    ``"cuda"``, call ``.cuda()``, assert CUDA gradient types and call ``torch.cuda.synchronize()``
    (``cuda_calls_on_cpu``);
 4. pipeline stage outputs are pseudo-freed right after an asynchronous send, which is safe only for NCCL
-   (``deallocate_pipeline_outputs``).
+   (``deallocate_pipeline_outputs``);
+5. sequence parallelism needs norms that support it, which the local spec has only with Apex
+   (``sequence_parallel_block_spec``).
 """
 
 from __future__ import annotations
@@ -112,3 +114,45 @@ def deallocate_pipeline_outputs() -> bool:
     gets corrupted activations. NCCL records the storage on its stream, so GPUs keep Megatron-LM's setting.
     """
     return not cuda_absent()
+
+
+class SequenceParallelTorchNorm:
+    """(5) torch's ``LayerNorm``/``RMSNorm`` with sequence parallelism, where megatron's local spec would take Apex's.
+
+    Under sequence parallelism each TP rank normalises its own slice of the sequence, so a norm's weight
+    gradients are partial sums. Marked ``sequence_parallel`` (as Apex's ``FusedLayerNorm`` and TE's norms mark
+    theirs), megatron's ``finalize_model_grads`` all-reduces them over the TP group. megatron's
+    ``WrappedTorchNorm`` refuses sequence parallelism because it leaves them unmarked.
+    """
+
+    def __new__(cls, config, hidden_size: int, eps: float = 1e-5, **_unused):
+        norms = {"LayerNorm": torch.nn.LayerNorm, "RMSNorm": torch.nn.RMSNorm}
+        if config.normalization not in norms:
+            raise ValueError(f"normalization={config.normalization}: CPU runs support {sorted(norms)}")
+        norm = norms[config.normalization](hidden_size, eps=eps)
+        for param in norm.parameters():
+            param.sequence_parallel = config.sequence_parallel
+        return norm
+
+
+def sequence_parallel_block_spec(layer_spec, config, vp_stage: int | None):
+    """(5) The local layer spec as a block spec whose norms (layers' and final) support sequence parallelism."""
+    from megatron.core.transformer.torch_norm import WrappedTorchNorm
+    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
+
+    layer = _replace_module(layer_spec, WrappedTorchNorm, SequenceParallelTorchNorm)
+    # The block's final norm is not part of a layer spec: megatron picks it globally, so give the block spec.
+    return TransformerBlockSubmodules(layer_specs=[layer] * get_num_layers_to_build(config, vp_stage=vp_stage),
+                                      layer_norm=SequenceParallelTorchNorm)
+
+
+def _replace_module(spec, old, new):
+    """A copy of a (nested) megatron spec with every ``old`` module class replaced by ``new``."""
+    import dataclasses
+
+    if spec is old:
+        return new
+    if not dataclasses.is_dataclass(spec) or isinstance(spec, type):
+        return spec
+    return dataclasses.replace(spec, **{f.name: _replace_module(getattr(spec, f.name), old, new)
+                                        for f in dataclasses.fields(spec) if f.init})

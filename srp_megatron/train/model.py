@@ -304,15 +304,23 @@ def build_transformer_config(model, precision, parallel, *, recompute: str = "no
     return TransformerConfig(**_supported_fields(kwargs))
 
 
-def layer_spec(model: ModelConfig, precision, use_te: bool):
-    """Transformer Engine layer spec when ``use_te`` (needed for FP8/FP4), else megatron-core's local spec."""
+def layer_spec(model: ModelConfig, precision, use_te: bool, config: Any = None, vp_stage: int | None = None):
+    """Transformer Engine layer spec when ``use_te`` (needed for FP8/FP4), else megatron-core's local spec
+    (on CPU with sequence parallelism, as a block spec with norms that support it: ``train/cpu.py``)."""
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     if use_te:
         return specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=model.qk_layernorm)
     if precision.uses_fp8 or precision.uses_fp4:
         raise SRPError("precision.fp8/fp4 needs Transformer Engine on a CUDA GPU: use precision=bf16 here")
-    return specs.get_gpt_layer_local_spec(qk_layernorm=model.qk_layernorm, normalization=model.normalization.value)
+    spec = specs.get_gpt_layer_local_spec(qk_layernorm=model.qk_layernorm, normalization=model.normalization.value)
+    if config is not None and config.sequence_parallel:
+        from srp_megatron.train.cpu import cuda_absent, sequence_parallel_block_spec
+
+        if not cuda_absent():  # validate_layout refuses this first, naming the key
+            raise SRPError("parallel.sequence_parallel=true needs Transformer Engine's layer spec on GPU")
+        return sequence_parallel_block_spec(spec, config, vp_stage)
+    return spec
 
 
 def build_gpt_model(model: ModelConfig, precision, parallel, *, vocab_size: int, max_sequence_length: int,
@@ -333,7 +341,7 @@ def build_gpt_model(model: ModelConfig, precision, parallel, *, vocab_size: int,
     if config is None:
         config = build_transformer_config(model, precision, parallel, use_te=use_te, **config_kwargs)
     kwargs: dict[str, Any] = dict(
-        config=config, transformer_layer_spec=layer_spec(model, precision, use_te),
+        config=config, transformer_layer_spec=layer_spec(model, precision, use_te, config, vp_stage),
         vocab_size=padded_vocab_size(model, parallel.tp, vocab_size), max_sequence_length=max_sequence_length,
         pre_process=pre_process, post_process=post_process,
         share_embeddings_and_output_weights=model.tie_embeddings,

@@ -120,7 +120,7 @@ def _check_target(precision: PrecisionConfig, parallel: ParallelConfig, target: 
         if parallel.cp > 1:
             problems.append(f"parallel.context_parallel_size={parallel.cp}: context parallelism needs "
                             f"Transformer Engine attention on GPU; use 1 {where}")
-        if parallel.sequence_parallel:
+        if parallel.sequence_parallel and not target.is_cpu:  # CPU runs swap in norms that support it
             problems.append("parallel.sequence_parallel=true needs Transformer Engine's layer spec (the local spec's "
                             f"torch norms have no sequence parallelism); set it false {where}")
     if target.is_cpu:

@@ -86,10 +86,15 @@ def test_dp2_distributed_optimizer_matches_one_process(tmp_path, prefix, overlap
 
 
 @pytest.mark.slow
-def test_tp2_matches_tp1(tmp_path, prefix):
-    """TP=2 (vocabulary padded to 64 per rank, 128 in all) continues a TP=1 checkpoint like TP=1 does."""
-    one, two_dir, log = _continue_from_one_step(tmp_path, prefix, RUN, "parallel.tensor_model_parallel_size=2",
-                                                "model.make_vocab_size_divisible_by=64")
+@pytest.mark.parametrize("sequence_parallel", [False, True], ids=["tp2", "tp2-sp"])
+def test_tp2_matches_tp1(tmp_path, prefix, sequence_parallel):
+    """TP=2 (vocabulary padded to 64 per rank, 128 in all) continues a TP=1 checkpoint like TP=1 does. With
+    sequence parallelism the norms see half the sequence each and their gradients are summed over TP; that run
+    has the Qwen3 features too (GQA, QK-norm, whose weights see half the heads per rank)."""
+    run = [*RUN, "model.qk_layernorm=true", "model.num_query_groups=2"] if sequence_parallel else RUN
+    one, two_dir, log = _continue_from_one_step(tmp_path, prefix, run, "parallel.tensor_model_parallel_size=2",
+                                                "model.make_vocab_size_divisible_by=64",
+                                                f"parallel.sequence_parallel={str(sequence_parallel).lower()}")
     assert "TP=2" in log
     _assert_same_curves(one, read_metrics(two_dir))
     assert one[-1]["loss/total(nats)"] < one[0]["loss/total(nats)"]  # it trained

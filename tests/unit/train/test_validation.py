@@ -84,8 +84,6 @@ def test_published_layouts_pass():
         (dict(p=precision(fp4="nvfp4"), gpu="h200-141gb"), r"fp4=nvfp4 needs Blackwell .* h200-141gb is 9.0"),
         (dict(p=FP8, gpu="a100-80gb"), "a100-80gb .* has no FP8 tensor cores"),
         # CPU
-        (dict(gpu="cpu", par=par(tensor_model_parallel_size=2, sequence_parallel=True), world=2),
-         "sequence_parallel=true needs Transformer Engine's layer spec .* set it false on CPU"),
         (dict(gpu="cpu", par=par(context_parallel_size=2), world=2), "context_parallel_size=2: context parallelism"),
         (dict(gpu="cpu", p=precision(dtype="fp16")), "dtype=fp16 on CPU"),
         (dict(gpu="cpu", p=FP8), "fp8/fp4 needs Transformer Engine on a CUDA GPU"),
@@ -167,3 +165,5 @@ def test_gpu_without_transformer_engine_refuses_sequence_and_context_parallelism
         check(gpu=None, par=par(tensor_model_parallel_size=2, sequence_parallel=True, context_parallel_size=2))
     assert "context parallelism needs Transformer Engine attention on GPU; use 1 without" in str(info.value)
     check(gpu=None, par=par(tensor_model_parallel_size=2))
+    # CPU runs swap in norms that support sequence parallelism (train/cpu.py); context parallelism stays refused.
+    check(gpu="cpu", par=par(tensor_model_parallel_size=2, sequence_parallel=True), p=precision("fp32-cpu"))
