@@ -149,3 +149,15 @@ def test_interleaved_pipeline_with_dp2_overlapped_distributed_optimizer(tmp_path
     assert [r["step"] for r in dp1] == [1, 2, 3, 4]
     _assert_same_curves(dp1, read_metrics(str(tmp_path / "dp2")))
     _assert_same_validation(str(tmp_path / "dp1"), str(tmp_path / "dp2"))
+
+
+@pytest.mark.slow
+def test_dp2_fully_parallel_checkpoint_resumes_the_one_process_curve(tmp_path, prefix):
+    """DP=2 saves with megatron's fully parallel strategy (each DP rank writes part), stops after step 2, and
+    the resumed job continues the uninterrupted one-process curve."""
+    one = train(str(tmp_path / "one"), prefix, *RUN)
+    for _ in range(2):  # the same command twice, as a job resubmitted after its time limit
+        log = _torchrun(str(tmp_path / "dp2"), prefix, *RUN, "training.exit_interval=2",
+                        "checkpoint.fully_parallel_save=true")
+    assert "DP=2" in log and "resumed from" in log and "iteration 2" in log
+    _assert_same_curves(one, read_metrics(str(tmp_path / "dp2")))
