@@ -1,7 +1,7 @@
 """The CPU accommodations for megatron-core, in one place and used only when CUDA is absent.
 
 megatron-core has no official CPU path, but ``GPTModel`` trains on CPU with gloo, through megatron's own
-pipeline schedules, once four CUDA assumptions are handled (see ``docs/training.md``, "CPU runs"):
+pipeline schedules, once five CUDA assumptions are handled (see ``docs/training.md``, "CPU runs"):
 
 1. ``torch.cuda.current_device()`` is used as a device (global memory buffer, RoPE frequencies, p2p buffers);
 2. the CUDA RNG tracker is forked around tensor-parallel initialisation and dropout;
@@ -21,6 +21,8 @@ import logging
 from collections.abc import Iterator
 
 import torch
+
+from srp_megatron.errors import SRPError
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +130,8 @@ class SequenceParallelTorchNorm:
     def __new__(cls, config, hidden_size: int, eps: float = 1e-5, **_unused):
         norms = {"LayerNorm": torch.nn.LayerNorm, "RMSNorm": torch.nn.RMSNorm}
         if config.normalization not in norms:
-            raise ValueError(f"normalization={config.normalization}: CPU runs support {sorted(norms)}")
+            raise SRPError(f"model.normalization={config.normalization} with sequence parallelism on CPU: use one of "
+                           f"{sorted(norms)}")
         norm = norms[config.normalization](hidden_size, eps=eps)
         for param in norm.parameters():
             param.sequence_parallel = config.sequence_parallel
