@@ -1,7 +1,7 @@
 """The CPU accommodations for megatron-core, in one place and used only when CUDA is absent.
 
 megatron-core has no official CPU path, but ``GPTModel`` trains on CPU with gloo, through megatron's own
-pipeline schedules, once five CUDA assumptions are handled (see ``docs/training.md``, "CPU runs"):
+pipeline schedules, once six CUDA assumptions are handled (see ``docs/training.md``, "CPU runs"):
 
 1. ``torch.cuda.current_device()`` is used as a device (global memory buffer, RoPE frequencies, p2p buffers);
 2. the CUDA RNG tracker is forked around tensor-parallel initialisation and dropout;
@@ -11,7 +11,9 @@ pipeline schedules, once five CUDA assumptions are handled (see ``docs/training.
 4. pipeline stage outputs are pseudo-freed right after an asynchronous send, which is safe only for NCCL
    (``deallocate_pipeline_outputs``);
 5. sequence parallelism needs norms that support it, which the local spec has only with Apex
-   (``sequence_parallel_block_spec``).
+   (``sequence_parallel_block_spec``);
+6. middle pipeline stages get no attention mask, and megatron builds the causal one on ``"cuda"``
+   (``middle_stage_batch``).
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ def cuda_calls_on_cpu() -> Iterator[None]:
 
     The schedules count tokens in a ``device='cuda'`` tensor; megatron's optimizer creates its scalars there
     and asserts ``torch.cuda.FloatTensor`` gradients; tied embeddings on the last pipeline stage are synced
-    through ``.cuda()``; ``dist_checkpointing`` calls ``torch.cuda.synchronize()``. Inside this context (CPU only;
-    a no-op with CUDA) ``cuda`` factory calls get the CPU, CPU tensors report CUDA type names, ``.cuda()``
-    stays on the CPU, ``synchronize`` does nothing and ``current_stream`` is a stream that never waits.
+    through ``.cuda()``; ``dist_checkpointing`` calls ``torch.cuda.synchronize()``; activation recompute
+    saves and restores the CUDA RNG state. Inside this context (CPU only; a no-op with CUDA) ``cuda`` factory
+    calls get the CPU, CPU tensors report CUDA type names, ``.cuda()`` stays on the CPU, ``synchronize`` does
+    nothing, ``current_stream`` is a stream that never waits and the CUDA RNG state is empty (there is none).
     """
     if not cuda_absent():
         yield
@@ -85,14 +88,23 @@ def cuda_calls_on_cpu() -> Iterator[None]:
 
     # megatron-core >= 0.19 also orders its gradient reduction on the current CUDA stream.
     saved = {name: getattr(torch.cuda, name) for name in ("synchronize", "current_stream")}
+    saved_rng = torch.cuda.random.get_rng_state
     torch.cuda.synchronize = lambda device=None: None
     torch.cuda.current_stream = lambda device=None: _NoStream()
+    torch.cuda.random.get_rng_state = lambda device="cuda": torch.empty(0, dtype=torch.uint8)
+    # Restoring that state goes through torch.cuda._lazy_call, which queues callbacks until CUDA initialises:
+    # on a CPU build never, so drop the ones queued here instead of letting them pile up.
+    queued = getattr(torch.cuda, "_queued_calls", None)
+    queued_before = len(queued) if queued is not None else 0
     try:
         with _CudaOnCpu():
             yield
     finally:
         for name, func in saved.items():
             setattr(torch.cuda, name, func)
+        torch.cuda.random.get_rng_state = saved_rng
+        if queued is not None:
+            del queued[queued_before:]
 
 
 class _NoStream:
@@ -106,6 +118,19 @@ class _NoStream:
 
     def synchronize(self) -> None:
         """No-op."""
+
+
+def middle_stage_batch(seq_length: int, needs_attention_mask: bool, device) -> dict:
+    """(6) The micro-batch of a pipeline stage that reads no data: empty, as in Megatron-LM, except on CPU with
+    the local spec, which gets the causal mask megatron would build on ``"cuda"``.
+
+    ``cuda_calls_on_cpu`` redirects that construction in the forward pass, but activation recompute reruns it
+    inside ``torch.autograd.backward``, and a torch function mode is off inside the calls it intercepts.
+    """
+    if not needs_attention_mask or not cuda_absent():
+        return {}
+    causal = torch.ones(seq_length, seq_length, dtype=torch.bool, device=device).triu(diagonal=1)
+    return {"attention_mask": causal[None, None]}  # True = masked, as the dataset's mask
 
 
 def deallocate_pipeline_outputs() -> bool:

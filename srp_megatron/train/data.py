@@ -299,7 +299,8 @@ class BatchSpec:
 def get_batch(data_iterator: Iterator | None, spec: BatchSpec, device: Any, vp_stage: int | None = None) -> dict:
     """This rank's micro-batch: TP rank 0 reads it and broadcasts to its TP group; CP slices the sequence.
 
-    Middle pipeline stages get an empty dict (their input comes from the previous stage).
+    Middle pipeline stages get an empty dict (their input comes from the previous stage; on CPU, with the local
+    spec, the causal mask: ``train/cpu.py``).
     """
     import torch.distributed as dist
     from megatron.core import parallel_state
@@ -308,7 +309,9 @@ def get_batch(data_iterator: Iterator | None, spec: BatchSpec, device: Any, vp_s
     first = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
     last = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
     if not (first or last):
-        return {}
+        from srp_megatron.train.cpu import middle_stage_batch
+
+        return middle_stage_batch(spec.seq_length, spec.attention_mask, device)
     keys = spec.keys(first, last)
     if parallel_state.get_tensor_model_parallel_rank() == 0:
         raw = next(data_iterator)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -242,3 +243,44 @@ def test_bf16_mixed_precision_tracks_fp32(tmp_path, prefix):
     for a, b in zip(fp32, bf16, strict=True):
         assert b["loss/total(nats)"] == pytest.approx(a["loss/total(nats)"], rel=2e-2), a["step"]
     assert bf16[-1]["loss/total(nats)"] < bf16[0]["loss/total(nats)"] - 0.5
+
+
+@cpu_only
+def test_activation_recompute_reruns_what_it_should_and_changes_no_number(tmp_path, prefix):
+    """Each recompute setting (the 70B preset uses full with recompute_num_layers=1) reruns exactly the
+    modules megatron should in backward, counted by forward hooks, and trains to the same numbers as none."""
+    from srp_megatron.train.distributed import teardown
+    from srp_megatron.train.driver import Trainer
+
+    variants = {  # module -> forward calls per micro-batch in one training step
+        "none": [], "full": ["training.recompute=full"],
+        "full-1": ["training.recompute=full", "training.recompute_num_layers=1"],
+        "selective": ["training.recompute=selective"],
+    }
+    counts, curves = {}, {}
+    for name, overrides in variants.items():
+        cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{prefix}]", f"logging.run_dir={tmp_path / name}", *RUN,
+                                                "logging.tensorboard=false", "training.eval_interval=0", *overrides])
+        trainer = Trainer(cfg)
+        try:
+            calls: Counter[str] = Counter()
+            hooks = [m.register_forward_hook(lambda mod, args, out, key=key, calls=calls: calls.update([key]))
+                     for key, m in trainer.model[0].named_modules()
+                     if key.endswith(("decoder.layers.0", "decoder.layers.1", "core_attention"))]
+            curves[name] = [trainer.train_step()["loss/total(nats)"]]
+            for hook in hooks:
+                hook.remove()
+            curves[name] += [trainer.train_step()["loss/total(nats)"] for _ in range(2)]
+            counts[name] = {key.split("decoder.")[1]: n // trainer.num_microbatches for key, n in calls.items()}
+        finally:
+            trainer.close()
+            teardown()
+    once = {"layers.0": 1, "layers.1": 1, "layers.0.self_attention.core_attention": 1,
+            "layers.1.self_attention.core_attention": 1}
+    assert counts["none"] == once
+    assert counts["full"] == {key: 2 for key in once}  # every layer rerun, attention inside it too
+    assert counts["full-1"] == {**once, "layers.0": 2, "layers.0.self_attention.core_attention": 2}
+    assert counts["selective"] == {**once, "layers.0.self_attention.core_attention": 2,
+                                   "layers.1.self_attention.core_attention": 2}
+    for name in variants:
+        assert curves[name] == pytest.approx(curves["none"], rel=1e-6), name

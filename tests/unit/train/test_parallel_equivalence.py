@@ -136,19 +136,24 @@ def test_pipeline_matches_one_process(tmp_path, prefix, layers, layout, banner):
 
 
 @pytest.mark.slow
-def test_interleaved_pipeline_with_dp2_overlapped_distributed_optimizer(tmp_path, prefix):
-    """PP=2 x VPP=2 x DP=2 (four processes) with the distributed optimizer and both overlaps (the interleaved
-    schedule's aligned ``param_sync_func``) against PP=2 x VPP=2 x DP=1: the same stages, seeds and weights."""
+def test_interleaved_pipeline_variants_match_the_plain_interleaved_run(tmp_path, prefix):
+    """Against PP=2 x VPP=2 x DP=1 (the same stages, seeds and weights):
+    - PP=2 x VPP=2 x DP=2 (four processes) with the distributed optimizer and both overlaps (the interleaved
+      schedule's aligned ``param_sync_func``);
+    - full activation recompute of the first layer of every chunk, as the Llama 3 70B preset does (middle
+      chunks rebuild their causal mask in backward)."""
     run = [*PIPELINE_RUN, "model.num_layers=4", "parallel.pipeline_model_parallel_size=2",
            "parallel.virtual_pipeline_model_parallel_size=2", "checkpoint.save_at_end=false"]
-    _torchrun(str(tmp_path / "dp1"), prefix, *run)
+    _torchrun(str(tmp_path / "plain"), prefix, *run)
     log = _torchrun(str(tmp_path / "dp2"), prefix, *run, "parallel.use_distributed_optimizer=true",
                     "parallel.overlap_grad_reduce=true", "parallel.overlap_param_gather=true", nproc=4)
     assert "PP=2 VPP=2 CP=1 DP=2" in log
-    dp1 = read_metrics(str(tmp_path / "dp1"))
-    assert [r["step"] for r in dp1] == [1, 2, 3, 4]
-    _assert_same_curves(dp1, read_metrics(str(tmp_path / "dp2")))
-    _assert_same_validation(str(tmp_path / "dp1"), str(tmp_path / "dp2"))
+    _torchrun(str(tmp_path / "recompute"), prefix, *run, "training.recompute=full", "training.recompute_num_layers=1")
+    plain = read_metrics(str(tmp_path / "plain"))
+    assert [r["step"] for r in plain] == [1, 2, 3, 4]
+    for variant in ("dp2", "recompute"):
+        _assert_same_curves(plain, read_metrics(str(tmp_path / variant)))
+        _assert_same_validation(str(tmp_path / "plain"), str(tmp_path / variant))
 
 
 @pytest.mark.slow
