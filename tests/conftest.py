@@ -46,3 +46,11 @@ def demo_jsonl(tmp_path_factory) -> str:
     from srp_megatron.prep.demo_corpus import write_demo_jsonl
 
     return write_demo_jsonl(str(tmp_path_factory.mktemp("corpus") / "demo.jsonl"), 200, seed=7)
+
+
+@pytest.fixture(scope="session")
+def srp_prefix(tmp_path_factory, tiny_tokenizer_dir, demo_jsonl) -> str:
+    """The demo documents labelled (keyword) and rendered (srp arm): a read-only dataset prefix for training tests."""
+    from pretrain_helpers import make_srp_corpus
+
+    return make_srp_corpus(str(tmp_path_factory.mktemp("srp_corpus")), tiny_tokenizer_dir, demo_jsonl)

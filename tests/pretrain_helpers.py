@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 
 import pytest
 import torch
@@ -68,3 +69,10 @@ def train(run_dir: str, prefix: str, *overrides: str, steps: int | None = None) 
                 trainer.close()
             teardown()
     return read_metrics(run_dir) if steps is None else []
+
+
+def free_port() -> int:
+    """A free TCP port on loopback for a torchrun rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -19,21 +19,7 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(scope="module")
-def prefix(tmp_path_factory, tiny_tokenizer_dir, demo_jsonl) -> str:
-    from srp_megatron.prep.labeling import LabelConfig, run_label
-    from srp_megatron.prep.rendering import RenderConfig, render
-    from srp_megatron.prep.tokenizer import TokenizerConfig
-
-    work = tmp_path_factory.mktemp("corpus")
-    run_label(LabelConfig(inputs=[demo_jsonl], out=str(work / "labels"), labeler="keyword", progress=False))
-    out = str(work / "rendered" / "srp")
-    render(RenderConfig(labels_dir=str(work / "labels"), out=out, tokenizer=TokenizerConfig(path=tiny_tokenizer_dir),
-                        progress=False))
-    return out
-
-
-def _run(run_dir: str, prefix: str, *overrides: str) -> tuple[list[dict], dict]:
+def _run(run_dir: str, srp_prefix: str, *overrides: str) -> tuple[list[dict], dict]:
     """Train the cut-down SmolLM2 preset in this process; returns train records and facts about the model."""
     from megatron.core.utils import unwrap_model
 
@@ -42,7 +28,7 @@ def _run(run_dir: str, prefix: str, *overrides: str) -> tuple[list[dict], dict]:
     from srp_megatron.train.driver import Trainer
 
     cfg = load_pretrain_config("smollm2-1.7b-srp", [
-        f"data.paths=[{prefix}]", f"logging.run_dir={run_dir}", "model.num_layers=2", "training.seq_length=512",
+        f"data.paths=[{srp_prefix}]", f"logging.run_dir={run_dir}", "model.num_layers=2", "training.seq_length=512",
         "training.micro_batch_size=2", "training.global_batch_size=4", "training.train_iters=4",
         "scheduler.warmup_iters=1", "training.eval_interval=4", "training.eval_iters=1", "data.split=90,10,0",
         "checkpoint.save_interval=2", "logging.log_interval=1", "logging.tensorboard=false", *overrides,
@@ -75,12 +61,12 @@ def _resumable_overrides() -> list[str]:
     return ["parallel.use_distributed_optimizer=false", "parallel.overlap_param_gather=false"]
 
 
-def test_smollm2_shaped_bf16_on_te(tmp_path, prefix):
+def test_smollm2_shaped_bf16_on_te(tmp_path, srp_prefix):
     import torch
 
     from srp_megatron.train.model import grad_accum_fusion_available, te_available
 
-    records, facts = _run(str(tmp_path / "run"), prefix)
+    records, facts = _run(str(tmp_path / "run"), srp_prefix)
     assert facts["device"] == "cuda" and facts["param_dtype"] == torch.bfloat16
     te = te_available()
     if te:
@@ -96,12 +82,12 @@ def test_smollm2_shaped_bf16_on_te(tmp_path, prefix):
     assert records[-1]["loss/total(nats)"] < records[0]["loss/total(nats)"]
 
 
-def test_gpu_resume_continues_the_curve(tmp_path, prefix):
+def test_gpu_resume_continues_the_curve(tmp_path, srp_prefix):
     optim = _resumable_overrides()
-    whole, _ = _run(str(tmp_path / "whole"), prefix, "checkpoint.save_interval=0", *optim)
+    whole, _ = _run(str(tmp_path / "whole"), srp_prefix, "checkpoint.save_interval=0", *optim)
     split_dir = str(tmp_path / "split")
-    _run(split_dir, prefix, "training.exit_interval=2", *optim)
-    resumed, _ = _run(split_dir, prefix, "training.exit_interval=2", *optim)
+    _run(split_dir, srp_prefix, "training.exit_interval=2", *optim)
+    resumed, _ = _run(split_dir, srp_prefix, "training.exit_interval=2", *optim)
     by_step = {r["step"]: r["loss/total(nats)"] for r in resumed}
     assert sorted(by_step) == [1, 2, 3, 4]
     for r in whole:  # GPU kernels are not bitwise deterministic: compare to BF16 noise
@@ -113,7 +99,7 @@ def test_gpu_resume_continues_the_curve(tmp_path, prefix):
     ("fp8-delayed", 2, "1.0.0", (8, 9)),
     ("fp8-blockwise", 2, "2.3.0.dev0", (9, 0)),
 ])
-def test_fp8_presets_train(tmp_path, prefix, preset, layers, min_te, min_cc):
+def test_fp8_presets_train(tmp_path, srp_prefix, preset, layers, min_te, min_cc):
     import torch
     from megatron.core.utils import is_te_min_version
 
@@ -121,7 +107,7 @@ def test_fp8_presets_train(tmp_path, prefix, preset, layers, min_te, min_cc):
 
     if not te_available() or torch.cuda.get_device_capability() < min_cc or not is_te_min_version(min_te):
         pytest.skip(f"{preset} needs Transformer Engine >= {min_te} and compute capability >= {min_cc}")
-    records, _ = _run(str(tmp_path / "fp8"), prefix, f"precision.preset={preset}", f"model.num_layers={layers}",
+    records, _ = _run(str(tmp_path / "fp8"), srp_prefix, f"precision.preset={preset}", f"model.num_layers={layers}",
                       "checkpoint.save_interval=0", "checkpoint.save_at_end=false")
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert all(math.isfinite(r["loss/total(nats)"]) for r in records)

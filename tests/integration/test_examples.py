@@ -6,30 +6,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
 
 import pytest
+from pretrain_helpers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN = ["training.train_iters=3", "training.global_batch_size=8", "training.micro_batch_size=2",
        "scheduler.warmup_iters=1", "training.eval_interval=0", "logging.log_interval=1", "logging.tensorboard=false",
        "checkpoint.save_at_end=false"]
-
-
-@pytest.fixture(scope="module")
-def prefix(tmp_path_factory, tiny_tokenizer_dir, demo_jsonl) -> str:
-    from pretrain_helpers import make_srp_corpus
-
-    return make_srp_corpus(str(tmp_path_factory.mktemp("corpus")), tiny_tokenizer_dir, demo_jsonl)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write_tool(bin_dir, name: str, body: str) -> None:
@@ -38,7 +25,7 @@ def _write_tool(bin_dir, name: str, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
-def _run_script(tmp_path, script: str, prefix: str, env: dict, *overrides: str) -> subprocess.CompletedProcess:
+def _run_script(tmp_path, script: str, srp_prefix: str, env: dict, *overrides: str) -> subprocess.CompletedProcess:
     """Run ``examples/SCRIPT`` from ``tmp_path`` with this interpreter's ``srp`` and ``torchrun`` first on PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -48,7 +35,7 @@ def _run_script(tmp_path, script: str, prefix: str, env: dict, *overrides: str) 
     full_env = {**os.environ, **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
                 "CUDA_VISIBLE_DEVICES": "", "CONFIG": "tiny-cpu", "RUN_DIR": str(tmp_path / "run"), "GPU": "h100-80gb",
                 "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(["bash", os.path.join(ROOT, "examples", script), prefix, *RUN, *overrides], cwd=tmp_path,
+    done = subprocess.run(["bash", os.path.join(ROOT, "examples", script), srp_prefix, *RUN, *overrides], cwd=tmp_path,
                           env=full_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
@@ -60,8 +47,8 @@ def _train_steps(tmp_path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_torchrun_1node_script(tmp_path, prefix):
-    done = _run_script(tmp_path, "torchrun_1node.sh", prefix, {"NPROC": "2"},
+def test_torchrun_1node_script(tmp_path, srp_prefix):
+    done = _run_script(tmp_path, "torchrun_1node.sh", srp_prefix, {"NPROC": "2"},
                        "parallel.pipeline_model_parallel_size=2")
     assert "verdict: FITS" in done.stdout  # srp plan ran first, on the same config and overrides
     assert "TP=1 PP=2" in done.stderr
@@ -69,15 +56,15 @@ def test_torchrun_1node_script(tmp_path, prefix):
 
 
 @pytest.mark.slow
-def test_slurm_script_on_one_node(tmp_path, prefix):
+def test_slurm_script_on_one_node(tmp_path, srp_prefix):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     # scontrol names this host; srun runs its command once (one task per node), dropping its own options.
     _write_tool(bin_dir, "scontrol", 'echo 127.0.0.1\n')
     _write_tool(bin_dir, "srun", 'while [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
     env = {"SLURM_JOB_NODELIST": "node001", "SLURM_NNODES": "1", "SLURM_JOB_ID": "4242", "GPUS_PER_NODE": "2",
-           "MASTER_PORT": str(_free_port())}
-    done = _run_script(tmp_path, "slurm_multinode.sbatch", prefix, env,
+           "MASTER_PORT": str(free_port())}
+    done = _run_script(tmp_path, "slurm_multinode.sbatch", srp_prefix, env,
                        "parallel.tensor_model_parallel_size=2", "model.make_vocab_size_divisible_by=64")
     assert "verdict: FITS" in done.stdout
     assert "TP=2 PP=1" in done.stderr

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from pretrain_helpers import cpu_only, make_srp_corpus, read_metrics, train
+from pretrain_helpers import cpu_only, read_metrics, train
 
 from srp_megatron.config.loader import ConfigError, preset_names
 from srp_megatron.errors import SRPError
@@ -21,11 +21,6 @@ from srp_megatron.train.validation import validate_layout
 SPANS = ["text", "reflection", "reflection_marker", "unsafe_text"]
 RUN = ["training.train_iters=3", "training.global_batch_size=8", "training.micro_batch_size=2",
        "scheduler.warmup_iters=1", "checkpoint.save_at_end=false"]
-
-
-@pytest.fixture(scope="module")
-def prefix(tmp_path_factory, tiny_tokenizer_dir, demo_jsonl) -> str:
-    return make_srp_corpus(str(tmp_path_factory.mktemp("corpus")), tiny_tokenizer_dir, demo_jsonl)
 
 
 # -- config ----------------------------------------------------------------------------------------
@@ -117,8 +112,8 @@ def test_loss_func_is_megatrons_with_per_span_sums():
 
 
 @cpu_only
-def test_per_span_losses_add_up_to_the_total(tmp_path, prefix):
-    records = train(str(tmp_path / "run"), prefix, *RUN)
+def test_per_span_losses_add_up_to_the_total(tmp_path, srp_prefix):
+    records = train(str(tmp_path / "run"), srp_prefix, *RUN)
     assert [r["step"] for r in records] == [1, 2, 3]
     for r in records:
         counts = {n: r.get(f"tokens/loss_{n}(count)", 0.0) for n in SPANS}
@@ -129,8 +124,8 @@ def test_per_span_losses_add_up_to_the_total(tmp_path, prefix):
 
 
 @cpu_only
-def test_a_masking_policy_reaches_the_loss(tmp_path, prefix):
-    records = train(str(tmp_path / "run"), prefix, *RUN, "data.loss_policy=reflection_context")
+def test_a_masking_policy_reaches_the_loss(tmp_path, srp_prefix):
+    records = train(str(tmp_path / "run"), srp_prefix, *RUN, "data.loss_policy=reflection_context")
     for r in records:
         assert "loss/reflection(nats)" not in r and "loss/reflection_marker(nats)" not in r
         kept = r["tokens/loss_text(count)"] + r.get("tokens/loss_unsafe_text(count)", 0.0)
@@ -145,7 +140,7 @@ def test_report_metrics_total_is_independent_of_spans():
 
 
 @cpu_only
-def test_nan_loss_stops_naming_step_and_samples(tmp_path, prefix, monkeypatch):
+def test_nan_loss_stops_naming_step_and_samples(tmp_path, srp_prefix, monkeypatch):
     from srp_megatron.train import metrics
 
     real = metrics.loss_func
@@ -159,7 +154,7 @@ def test_nan_loss_stops_naming_step_and_samples(tmp_path, prefix, monkeypatch):
 
     monkeypatch.setattr(metrics, "loss_func", poisoned)
     with pytest.raises(SRPError, match=r"step 2: the loss is nan in the global batch of training samples 8\.\.15"):
-        train(str(tmp_path / "run"), prefix, *RUN, steps=3)
+        train(str(tmp_path / "run"), srp_prefix, *RUN, steps=3)
     assert [r["step"] for r in read_metrics(str(tmp_path / "run"))] == []  # stepped by hand: nothing logged
 
 
@@ -210,7 +205,7 @@ def test_parse_blend():
 
 
 @cpu_only
-def test_bf16_mixed_precision_tracks_fp32(tmp_path, prefix):
+def test_bf16_mixed_precision_tracks_fp32(tmp_path, srp_prefix):
     """The GPU default (``precision=bf16``) on CPU: bf16 weights in megatron's ``Float16Module``, fp32 master
     weights in ``Float16OptimizerWithFloat16Params``, fp32 gradient reduction; the loss curve follows the
     FP32 run's within bf16 rounding and both train."""
@@ -221,8 +216,8 @@ def test_bf16_mixed_precision_tracks_fp32(tmp_path, prefix):
     from srp_megatron.train.driver import Trainer
 
     run = [*RUN, "training.train_iters=6", "scheduler.warmup_iters=2", "checkpoint.save_at_end=false"]
-    fp32 = train(str(tmp_path / "fp32"), prefix, *run)
-    cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{prefix}]", f"logging.run_dir={tmp_path / 'bf16'}", *run,
+    fp32 = train(str(tmp_path / "fp32"), srp_prefix, *run)
+    cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{srp_prefix}]", f"logging.run_dir={tmp_path / 'bf16'}", *run,
                                             "logging.log_interval=1", "logging.tensorboard=false",
                                             "training.eval_interval=0", "precision.preset=bf16"])
     trainer = Trainer(cfg)
@@ -246,7 +241,7 @@ def test_bf16_mixed_precision_tracks_fp32(tmp_path, prefix):
 
 
 @cpu_only
-def test_activation_recompute_reruns_what_it_should_and_changes_no_number(tmp_path, prefix):
+def test_activation_recompute_reruns_what_it_should_and_changes_no_number(tmp_path, srp_prefix):
     """Each recompute setting (the 70B preset uses full with recompute_num_layers=1) reruns exactly the
     modules megatron should in backward, counted by forward hooks, and trains to the same numbers as none."""
     from srp_megatron.train.distributed import teardown
@@ -259,8 +254,9 @@ def test_activation_recompute_reruns_what_it_should_and_changes_no_number(tmp_pa
     }
     counts, curves = {}, {}
     for name, overrides in variants.items():
-        cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{prefix}]", f"logging.run_dir={tmp_path / name}", *RUN,
-                                                "logging.tensorboard=false", "training.eval_interval=0", *overrides])
+        cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{srp_prefix}]", f"logging.run_dir={tmp_path / name}",
+                                                *RUN, "logging.tensorboard=false", "training.eval_interval=0",
+                                                *overrides])
         trainer = Trainer(cfg)
         try:
             calls: Counter[str] = Counter()

@@ -7,12 +7,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+from pretrain_helpers import free_port
 
 from srp_megatron.errors import SRPError
 from srp_megatron.train.parallel import ParallelConfig
@@ -173,11 +173,8 @@ def test_context_parallel_ranks_get_their_zigzag_slice(tmp_path):
     (megatron-core >= 0.18 would slice over the world were the CP group not named)."""
     from cp_batch_worker import known_batch
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     worker = os.path.join(os.path.dirname(__file__), "cp_batch_worker.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "4", "--master_port", str(port),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "4", "--master_port", str(free_port()),
            worker, str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)

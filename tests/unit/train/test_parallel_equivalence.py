@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
-from pretrain_helpers import FAST, cpu_only, make_srp_corpus, read_metrics, train
+from pretrain_helpers import FAST, cpu_only, free_port, read_metrics, train
 
 pytestmark = cpu_only
 
@@ -20,23 +19,12 @@ RUN = ["training.train_iters=4", "training.global_batch_size=8", "training.micro
        "scheduler.warmup_iters=1", "checkpoint.save_at_end=false", "model.make_vocab_size_divisible_by=128"]
 
 
-@pytest.fixture(scope="module")
-def prefix(tmp_path_factory, tiny_tokenizer_dir, demo_jsonl) -> str:
-    return make_srp_corpus(str(tmp_path_factory.mktemp("corpus")), tiny_tokenizer_dir, demo_jsonl)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(run_dir: str, prefix: str, *overrides: str, nproc: int = 2) -> str:
+def _torchrun(run_dir: str, srp_prefix: str, *overrides: str, nproc: int = 2) -> str:
     """Run tiny-cpu in ``nproc`` processes; returns their log (stderr)."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-        "--master_port", str(_free_port()),
-        "-m", "srp_megatron.cli", "pretrain", "tiny-cpu", f"data.paths=[{prefix}]", f"logging.run_dir={run_dir}",
+        "--master_port", str(free_port()),
+        "-m", "srp_megatron.cli", "pretrain", "tiny-cpu", f"data.paths=[{srp_prefix}]", f"logging.run_dir={run_dir}",
         *FAST, *overrides,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -45,7 +33,7 @@ def _torchrun(run_dir: str, prefix: str, *overrides: str, nproc: int = 2) -> str
     return done.stderr
 
 
-def _continue_from_one_step(tmp_path, prefix: str, run: list[str], *layout: str,
+def _continue_from_one_step(tmp_path, srp_prefix: str, run: list[str], *layout: str,
                             nproc: int = 2) -> tuple[list[dict], str, str]:
     """One process trains one step and saves; it and a ``nproc``-process ``layout`` continue from that checkpoint.
 
@@ -55,10 +43,10 @@ def _continue_from_one_step(tmp_path, prefix: str, run: list[str], *layout: str,
     at TP=2 than at TP=1. dist_checkpointing reshards the checkpoint to the layout.
     """
     one_dir, two_dir = str(tmp_path / "one"), str(tmp_path / "two")
-    train(one_dir, prefix, *run, "training.exit_interval=1")  # one step, then a checkpoint
+    train(one_dir, srp_prefix, *run, "training.exit_interval=1")  # one step, then a checkpoint
     shutil.copytree(os.path.join(one_dir, "checkpoints"), os.path.join(two_dir, "checkpoints"))
-    one = train(one_dir, prefix, *run)[1:]  # steps 2.. (metrics.jsonl also holds step 1)
-    log = _torchrun(two_dir, prefix, *run, *layout, nproc=nproc)
+    one = train(one_dir, srp_prefix, *run)[1:]  # steps 2.. (metrics.jsonl also holds step 1)
+    log = _torchrun(two_dir, srp_prefix, *run, *layout, nproc=nproc)
     assert "resumed from" in log
     assert [r["step"] for r in one] == list(range(2, 2 + len(one)))
     return one, two_dir, log
@@ -75,11 +63,11 @@ def _assert_same_curves(expected: list[dict], actual: list[dict]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("overlap", [[], ["parallel.overlap_grad_reduce=true", "parallel.overlap_param_gather=true"]],
                          ids=["plain", "overlapped"])
-def test_dp2_distributed_optimizer_matches_one_process(tmp_path, prefix, overlap):
+def test_dp2_distributed_optimizer_matches_one_process(tmp_path, srp_prefix, overlap):
     """Same global batch split over two data-parallel ranks; gradients reduce-scattered, optimizer state sharded,
     parameters all-gathered (overlapped: in backward hooks and before the next forward, as on GPU)."""
-    one = train(str(tmp_path / "one"), prefix, *RUN)
-    log = _torchrun(str(tmp_path / "dp2"), prefix, *RUN, "parallel.use_distributed_optimizer=true", *overlap)
+    one = train(str(tmp_path / "one"), srp_prefix, *RUN)
+    log = _torchrun(str(tmp_path / "dp2"), srp_prefix, *RUN, "parallel.use_distributed_optimizer=true", *overlap)
     assert "DP=2" in log
     _assert_same_curves(one, read_metrics(str(tmp_path / "dp2")))
     assert one[-1]["loss/total(nats)"] < one[0]["loss/total(nats)"]  # it trained
@@ -87,12 +75,12 @@ def test_dp2_distributed_optimizer_matches_one_process(tmp_path, prefix, overlap
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sequence_parallel", [False, True], ids=["tp2", "tp2-sp"])
-def test_tp2_matches_tp1(tmp_path, prefix, sequence_parallel):
+def test_tp2_matches_tp1(tmp_path, srp_prefix, sequence_parallel):
     """TP=2 (vocabulary padded to 64 per rank, 128 in all) continues a TP=1 checkpoint like TP=1 does. With
     sequence parallelism the norms see half the sequence each and their gradients are summed over TP; that run
     has the Qwen3 features too (GQA, QK-norm, whose weights see half the heads per rank)."""
     run = [*RUN, "model.qk_layernorm=true", "model.num_query_groups=2"] if sequence_parallel else RUN
-    one, two_dir, log = _continue_from_one_step(tmp_path, prefix, run, "parallel.tensor_model_parallel_size=2",
+    one, two_dir, log = _continue_from_one_step(tmp_path, srp_prefix, run, "parallel.tensor_model_parallel_size=2",
                                                 "model.make_vocab_size_divisible_by=64",
                                                 f"parallel.sequence_parallel={str(sequence_parallel).lower()}")
     assert "TP=2" in log
@@ -122,13 +110,13 @@ PIPELINE_RUN = [*RUN, "training.micro_batch_size=2", "training.eval_interval=3",
          "parallel.pipeline_model_parallel_size=2", "parallel.virtual_pipeline_model_parallel_size=2"],
      "TP=2 PP=2 VPP=2"),
 ], ids=["pp2-1f1b", "pp2-vpp2-interleaved", "tp2-pp2-vpp2-4proc"])
-def test_pipeline_matches_one_process(tmp_path, prefix, layers, layout, banner):
+def test_pipeline_matches_one_process(tmp_path, srp_prefix, layers, layout, banner):
     """Tied embeddings span the first and last stage: their gradients meet in megatron's embedding group.
     With TP=2 (four processes, as the Llama 3 70B preset composes them) each stage's TP rank 0 reads the data
     and broadcasts it."""
     run = [*PIPELINE_RUN, f"model.num_layers={layers}"]
     nproc = 4 if "parallel.tensor_model_parallel_size=2" in layout else 2
-    one, two_dir, log = _continue_from_one_step(tmp_path, prefix, run, *layout, nproc=nproc)
+    one, two_dir, log = _continue_from_one_step(tmp_path, srp_prefix, run, *layout, nproc=nproc)
     assert banner in log
     _assert_same_curves(one, read_metrics(two_dir))
     _assert_same_validation(str(tmp_path / "one"), two_dir)
@@ -136,7 +124,7 @@ def test_pipeline_matches_one_process(tmp_path, prefix, layers, layout, banner):
 
 
 @pytest.mark.slow
-def test_interleaved_pipeline_variants_match_the_plain_interleaved_run(tmp_path, prefix):
+def test_interleaved_pipeline_variants_match_the_plain_interleaved_run(tmp_path, srp_prefix):
     """Against PP=2 x VPP=2 x DP=1 (the same stages, seeds and weights):
     - PP=2 x VPP=2 x DP=2 (four processes) with the distributed optimizer and both overlaps (the interleaved
       schedule's aligned ``param_sync_func``);
@@ -144,11 +132,12 @@ def test_interleaved_pipeline_variants_match_the_plain_interleaved_run(tmp_path,
       chunks rebuild their causal mask in backward)."""
     run = [*PIPELINE_RUN, "model.num_layers=4", "parallel.pipeline_model_parallel_size=2",
            "parallel.virtual_pipeline_model_parallel_size=2", "checkpoint.save_at_end=false"]
-    _torchrun(str(tmp_path / "plain"), prefix, *run)
-    log = _torchrun(str(tmp_path / "dp2"), prefix, *run, "parallel.use_distributed_optimizer=true",
+    _torchrun(str(tmp_path / "plain"), srp_prefix, *run)
+    log = _torchrun(str(tmp_path / "dp2"), srp_prefix, *run, "parallel.use_distributed_optimizer=true",
                     "parallel.overlap_grad_reduce=true", "parallel.overlap_param_gather=true", nproc=4)
     assert "PP=2 VPP=2 CP=1 DP=2" in log
-    _torchrun(str(tmp_path / "recompute"), prefix, *run, "training.recompute=full", "training.recompute_num_layers=1")
+    _torchrun(str(tmp_path / "recompute"), srp_prefix, *run, "training.recompute=full",
+              "training.recompute_num_layers=1")
     plain = read_metrics(str(tmp_path / "plain"))
     assert [r["step"] for r in plain] == [1, 2, 3, 4]
     for variant in ("dp2", "recompute"):
@@ -157,12 +146,12 @@ def test_interleaved_pipeline_variants_match_the_plain_interleaved_run(tmp_path,
 
 
 @pytest.mark.slow
-def test_dp2_fully_parallel_checkpoint_resumes_the_one_process_curve(tmp_path, prefix):
+def test_dp2_fully_parallel_checkpoint_resumes_the_one_process_curve(tmp_path, srp_prefix):
     """DP=2 saves with megatron's fully parallel strategy (each DP rank writes part), stops after step 2, and
     the resumed job continues the uninterrupted one-process curve."""
-    one = train(str(tmp_path / "one"), prefix, *RUN)
+    one = train(str(tmp_path / "one"), srp_prefix, *RUN)
     for _ in range(2):  # the same command twice, as a job resubmitted after its time limit
-        log = _torchrun(str(tmp_path / "dp2"), prefix, *RUN, "training.exit_interval=2",
+        log = _torchrun(str(tmp_path / "dp2"), srp_prefix, *RUN, "training.exit_interval=2",
                         "checkpoint.fully_parallel_save=true")
     assert "DP=2" in log and "resumed from" in log and "iteration 2" in log
     _assert_same_curves(one, read_metrics(str(tmp_path / "dp2")))

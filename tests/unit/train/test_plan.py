@@ -233,20 +233,18 @@ def test_srp_plan_command_prints_table_and_json(capsys):
                      "--gpus", "8"]) == 1
 
 
-def test_plan_reads_the_vocabulary_of_the_rendered_data(tmp_path, capsys, tiny_tokenizer_dir, demo_jsonl):
+def test_plan_reads_the_vocabulary_of_the_rendered_data(capsys, tiny_tokenizer_dir, srp_prefix):
     """A config without model.vocab_size (tiny-cpu) is planned with the tokenizer's vocabulary from PREFIX.json,
     as srp pretrain builds it; the count equals the real GPTModel's for that vocabulary."""
     import os
 
-    from pretrain_helpers import make_srp_corpus
     from tokenizers import Tokenizer
 
     from srp_megatron.train.model import count_parameters_meta
 
     with pytest.raises(SRPError, match="model.vocab_size is null and data.paths names no rendered dataset"):
         run_plan(["tiny-cpu", "data.paths=[unused]", "--gpus", "1"])
-    prefix = make_srp_corpus(str(tmp_path), tiny_tokenizer_dir, demo_jsonl)
-    assert run_plan(["tiny-cpu", f"data.paths=[{prefix}]", "--gpus", "1", "--json"]) == 0
+    assert run_plan(["tiny-cpu", f"data.paths=[{srp_prefix}]", "--gpus", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     vocab = Tokenizer.from_file(os.path.join(tiny_tokenizer_dir, "tokenizer.json")).get_vocab_size()
     assert report["padded_vocab"] == -(-vocab // 64) * 64
