@@ -41,7 +41,7 @@ class BenchTokenizer:
 
 def _document(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One document: ~100-token segments, each followed by a 5-8 token reflection; EOD last."""
-    from srp_megatron.prep.rendered import SpanType
+    from srp_megatron.formats.rendered import SpanType
 
     tokens, spans = [], []
     for _ in range(int(rng.integers(1, 12))):
@@ -62,7 +62,7 @@ def write_corpus(prefix: str, num_tokens: int, seed: int = 0) -> None:
     """Write ``prefix`` (tokens, spans, PREFIX.json) unless it exists."""
     from tqdm import tqdm
 
-    from srp_megatron.prep.rendered import RenderedDatasetWriter, RenderMetadata
+    from srp_megatron.formats.rendered import RenderedDatasetWriter, RenderMetadata
 
     if os.path.exists(prefix + ".json"):
         return

@@ -31,7 +31,7 @@ FILE_BYTES = 256 * 1024 * 1024
 # The stage's entry point, as `srp label` calls it (the spawn-safe __main__ guard is not needed: workers=1).
 SCRIPT = (
     "import argparse, sys\n"
-    "from srp_megatron.prep import labeling\n"
+    "from srp_megatron.prep.label import stage as labeling\n"
     "p = argparse.ArgumentParser(); labeling.add_arguments(p)\n"
     "sys.exit(labeling.main(p.parse_args()))\n"
 )
@@ -40,8 +40,8 @@ SCRIPT = (
 def keyword_throughput(num_docs: int) -> dict[str, float]:
     """MB/s of the keyword labeler alone, of the segmenter, and of both, in this process."""
     from srp_megatron.prep.demo_corpus import demo_documents
-    from srp_megatron.prep.label.base import SegmentedDocument
-    from srp_megatron.prep.label.keyword import KeywordLabeler, KeywordLabelerConfig
+    from srp_megatron.prep.label.labelers.base import SegmentedDocument
+    from srp_megatron.prep.label.labelers.keyword import KeywordLabeler, KeywordLabelerConfig
     from srp_megatron.prep.segment import Segmenter, SegmenterConfig
 
     rows = list(demo_documents(num_docs, seed=1, unsafe_share=0.2, cjk_share=0.05))

@@ -75,10 +75,9 @@ def build_tokenizer(work: str) -> str:
 
 def labelled_documents(num_bytes: int, seed: int):
     """Demo documents of about ``num_bytes`` of text, segmented (100 words) and keyword-labelled."""
+    from srp_megatron.formats.labels import Label, LabelledDocument, SegmentLabel
     from srp_megatron.prep.demo_corpus import UNSAFE_SENTENCES, demo_documents
-    from srp_megatron.prep.label.base import Label, SegmentLabel
     from srp_megatron.prep.segment import Segmenter, SegmenterConfig
-    from srp_megatron.prep.segments_io import LabelledDocument
 
     unsafe = [(s, cat) for cat, sents in UNSAFE_SENTENCES.items() for s in sents]
     segmenter = Segmenter(SegmenterConfig())
@@ -101,7 +100,8 @@ def write_labels(path: str, docs, copies: int = 1) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from srp_megatron.prep.segments_io import documents_to_table, unit_path, write_table_atomic
+    from srp_megatron.formats.atomic import write_table_atomic
+    from srp_megatron.formats.labels import documents_to_table, unit_path
 
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
@@ -116,7 +116,7 @@ def write_labels(path: str, docs, copies: int = 1) -> None:
 
 def render_once(labels_dir: str, tokenizer_dir: str, prefix: str, num_shards: int = 1, shard_index: int = 0):
     """Run the render stage (arm srp, paper template) on one shard and return its metadata."""
-    from srp_megatron.prep.rendering import RenderConfig, render
+    from srp_megatron.prep.render.stage import RenderConfig, render
     from srp_megatron.prep.tokenizer import TokenizerConfig
 
     cfg = RenderConfig(
@@ -214,8 +214,7 @@ def _measure(work: str, name: str, labels_dir: str, tokenizer_dir: str, num_shar
 
 def tiny_documents(n: int):
     """``n`` distinct one-sentence documents: the index, not the text, dominates what a render holds."""
-    from srp_megatron.prep.label.base import Label, SegmentLabel
-    from srp_megatron.prep.segments_io import LabelledDocument
+    from srp_megatron.formats.labels import Label, LabelledDocument, SegmentLabel
 
     return [LabelledDocument(i, f"t{i}", [f"Tiny document {i} says hello. "], [SegmentLabel(Label.SAFE)], [None])
             for i in range(n)]  # fmt: skip

@@ -37,8 +37,8 @@ TARGET_OVERHEAD = 0.02
 def build_corpus(work: str, num_docs: int) -> str:
     """Tokenizer, labels and the rendered ``srp`` arm of ``num_docs`` demo documents; returns the prefix."""
     from srp_megatron.prep.demo_corpus import demo_documents, write_demo_jsonl
-    from srp_megatron.prep.labeling import LabelConfig, run_label
-    from srp_megatron.prep.rendering import RenderConfig, render
+    from srp_megatron.prep.label.stage import LabelConfig, run_label
+    from srp_megatron.prep.render.stage import RenderConfig, render
     from srp_megatron.prep.tokenizer import TokenizerConfig, train_bpe_tokenizer
 
     texts = [d["text"] for d in demo_documents(300, seed=1234)]

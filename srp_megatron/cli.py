@@ -15,11 +15,11 @@ from srp_megatron.errors import SRPError
 # keeps heavy imports (torch, megatron) inside functions, so `srp --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
     "label": (
-        "srp_megatron.prep.labeling",
+        "srp_megatron.prep.label.stage",
         "Segment documents (JSONL/Parquet) and label every segment safe/controversial/unsafe.",
     ),
     "render": (
-        "srp_megatron.prep.rendering",
+        "srp_megatron.prep.render.stage",
         "Render a labels directory into a Megatron .bin/.idx dataset for one arm (srp, raw, filter, ...).",
     ),
     "demo": (

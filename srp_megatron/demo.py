@@ -50,7 +50,7 @@ def _write_corpus(path: str, num_docs: int, seed: int) -> None:
 
 def _label(corpus: str, out: str) -> dict:
     from srp_megatron.config import load_config
-    from srp_megatron.prep.labeling import LabelConfig, run_label
+    from srp_megatron.prep.label.stage import LabelConfig, run_label
 
     cfg = load_config(
         LabelConfig, values={"inputs": [corpus], "out": out, "labeler": "keyword", "docs_per_unit": 1000}
@@ -60,7 +60,7 @@ def _label(corpus: str, out: str) -> dict:
 
 def _render(labels: str, tokenizer: str, prefix: str, arm: str, template: str) -> dict:
     from srp_megatron.config import load_config
-    from srp_megatron.prep.rendering import RenderConfig, render
+    from srp_megatron.prep.render.stage import RenderConfig, render
 
     values = {
         "labels_dir": labels,

@@ -20,8 +20,8 @@ FAST = ["logging.log_interval=1", "logging.tensorboard=false", "training.eval_in
 
 def make_srp_corpus(out_dir: str, tokenizer_dir: str, jsonl: str) -> str:
     """Label ``jsonl`` with the keyword labeler and render the ``srp`` arm; returns the dataset prefix."""
-    from srp_megatron.prep.labeling import LabelConfig, run_label
-    from srp_megatron.prep.rendering import RenderConfig, render
+    from srp_megatron.prep.label.stage import LabelConfig, run_label
+    from srp_megatron.prep.render.stage import RenderConfig, render
     from srp_megatron.prep.tokenizer import TokenizerConfig
 
     labels = os.path.join(out_dir, "labels")

@@ -30,7 +30,7 @@ from megatron.core.utils import log_single_rank
 from srp_megatron.data import compat
 from srp_megatron.data.loss_policy import DEFAULT_POLICY, LossPolicy
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.rendered import SPAN_DTYPE, RenderMetadata, SpanType, metadata_path, spans_prefix
+from srp_megatron.formats.rendered import SPAN_DTYPE, RenderMetadata, SpanType, metadata_path, spans_prefix
 
 logger = logging.getLogger(__name__)
 

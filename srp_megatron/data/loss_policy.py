@@ -1,6 +1,6 @@
 """Loss policies: which span types of a rendered corpus the model learns to predict.
 
-A policy maps every span type (:class:`~srp_megatron.prep.rendered.SpanType`) to ``train`` or
+A policy maps every span type (:class:`~srp_megatron.formats.rendered.SpanType`) to ``train`` or
 ``mask``. ``ReflectionGPTDataset`` multiplies its 0/1 table, looked up by the span type of each
 *label* token, into megatron's ``loss_mask``. Named presets live in ``conf/loss_policy/NAME.yaml``;
 a mapping may name a ``preset`` and override some span types::
@@ -24,7 +24,7 @@ import numpy as np
 
 from srp_megatron.config.loader import load_config, load_yaml, resolve_preset
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.rendered import SpanType
+from srp_megatron.formats.rendered import SpanType
 
 #: ``conf/`` group of the named presets.
 PRESET_GROUP = "loss_policy"

@@ -1,17 +1,50 @@
-"""The labels directory: Parquet shards of labelled segments (written by ``srp label``, read by ``srp render``)."""
+"""The labels directory: written by ``srp label``, read by ``srp render``.
+
+A labels directory holds, per unit of work ``N`` (a fixed slice of the input stream), ``segments-NNNNNN.parquet``
+(one row per segment: :data:`SEGMENTS_SCHEMA`) and ``stats-NNNNNN.json`` (the unit's counts and the settings it
+was labelled with), plus ``manifest.json``. A unit is done when both its files exist (the stats file is
+written last). The manifest sums the done units' stats, so it is the same whichever process, worker or array
+task labelled a unit, and a resumed run reproduces it: ``labeler_stats`` (request and retry counters, which can
+depend on the server's timing) are stored per unit when the unit is written and never recounted.
+"""
 
 from __future__ import annotations
 
+import enum
 import glob
+import json
+import logging
 import os
+import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.label.base import Label, SegmentLabel
+from srp_megatron.formats.atomic import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+class Label(enum.StrEnum):
+    """Safety verdict of a segment (Qwen3Guard's three levels)."""
+
+    SAFE = "safe"
+    CONTROVERSIAL = "controversial"
+    UNSAFE = "unsafe"
+
+
+@dataclass(frozen=True)
+class SegmentLabel:
+    """The verdict on one segment, with zero or more category names."""
+
+    label: Label
+    categories: tuple[str, ...] = ()
+
 
 SEGMENTS_SCHEMA = pa.schema(
     [
@@ -27,11 +60,17 @@ SEGMENTS_SCHEMA = pa.schema(
 )
 UNIT_GLOB = "segments-*.parquet"
 MANIFEST = "manifest.json"
+_UNIT_NAME = re.compile(r"segments-(\d+)\.parquet")
 
 
 def unit_path(labels_dir: str, unit: int) -> str:
     """Path of the Parquet file of one unit of work."""
     return os.path.join(labels_dir, f"segments-{unit:06d}.parquet")
+
+
+def stats_path(labels_dir: str, unit: int) -> str:
+    """Path of the stats file of one unit (written after its Parquet file: its presence marks the unit done)."""
+    return os.path.join(labels_dir, f"stats-{unit:06d}.json")
 
 
 @dataclass
@@ -61,13 +100,6 @@ def documents_to_table(docs: list[LabelledDocument], labeler: str) -> pa.Table:
     return pa.table(cols, schema=SEGMENTS_SCHEMA)
 
 
-def write_table_atomic(table: pa.Table, path: str) -> None:
-    """Write a Parquet file so that a reader (or a resumed run) never sees a partial file."""
-    tmp = path + ".tmp"
-    pq.write_table(table, tmp, compression="zstd", row_group_size=65536)
-    os.replace(tmp, path)
-
-
 def unit_files(labels_dir: str) -> list[str]:
     """The unit Parquet files of a labels directory, in stream order."""
     if not os.path.isdir(labels_dir):
@@ -76,6 +108,17 @@ def unit_files(labels_dir: str) -> list[str]:
     if not files:
         raise SRPError(f"labels directory '{labels_dir}' has no {UNIT_GLOB} files (run srp label first)")
     return files
+
+
+def unit_numbers(labels_dir: str) -> list[int]:
+    """The units present in a labels directory, in stream order; a stray file name is an error."""
+    present = []
+    for path in unit_files(labels_dir):
+        match = _UNIT_NAME.fullmatch(os.path.basename(path))
+        if match is None:
+            raise SRPError(f"{path}: not a unit file name (segments-NNNNNN.parquet, as srp label writes)")
+        present.append(int(match.group(1)))
+    return present
 
 
 def iter_labelled_documents(
@@ -114,3 +157,108 @@ def iter_labelled_documents(
                 pending.rewrites.append(rw)
     if pending is not None:
         yield pending
+
+
+# -- stats and manifest ------------------------------------------------------------------------------------
+
+
+def done_units(labels_dir: str, config: dict) -> dict[int, dict]:
+    """Stats of the finished units in ``labels_dir`` (any shard's); refuses units labelled with other settings."""
+    done = {}
+    for path in sorted(glob.glob(os.path.join(labels_dir, "stats-*.json"))):
+        with open(path, encoding="utf-8") as f:
+            stats = json.load(f)
+        if stats.get("config") != config:
+            old = stats.get("config") or {}
+            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            raise SRPError(f"{path} was written with other settings ({', '.join(diff)} differ): rerun with the same "
+                           "arguments to resume, or write to a new --out directory")
+        if not os.path.exists(unit_path(labels_dir, stats["unit"])):
+            logger.warning("%s: the unit's Parquet file is missing: it is labelled again", path)
+            continue
+        done[stats["unit"]] = stats
+    return done
+
+
+def read_unit_stats(labels_dir: str, unit: int) -> dict:
+    """The ``stats-NNNNNN.json`` of one unit, checked to hold its document and segment counts."""
+    path = stats_path(labels_dir, unit)
+    try:
+        with open(path, encoding="utf-8") as f:
+            stats = json.load(f)
+        for key in ("docs_ok", "segments"):
+            int(stats[key])
+    except FileNotFoundError:
+        raise SRPError(
+            f"{path} is missing: a sharded render checks each unit against its stats file (rerun the same "
+            "srp label command in the labels directory: it labels that unit again)"
+        ) from None
+    except (KeyError, TypeError, ValueError) as exc:  # bad JSON included
+        raise SRPError(f"{path}: not the stats file of a unit ({exc!r})") from None
+    return stats
+
+
+def build_manifest(labels_dir: str, config: dict, stream: Any, docs_per_unit: int, labeler: str) -> dict:
+    """``manifest.json``: every finished unit's stats summed, plus what the reader saw of the whole ``stream``
+    (``records``, ``files``, ``files_skipped``, ``file_errors``, ``blank_lines``); ``labeler`` names the labeler
+    when no unit is done yet."""
+    n_units = -(-stream.records // docs_per_unit)
+    done = done_units(labels_dir, config)
+    units = [done[u] for u in range(n_units) if u in done]
+    sums: Counter = Counter()
+    skipped, labels, categories = Counter(), Counter({lab.value: 0 for lab in Label}), Counter()
+    labeler_stats: Counter = Counter()
+    for st in units:
+        sums.update({k: st[k] for k in ("docs_in", "docs_ok", "segments", "chars")})
+        skipped.update(st["docs_skipped"])
+        labels.update(st["labels"])
+        categories.update(st["categories"])
+        labeler_stats.update(st.get("labeler_stats", {}))  # units written before labeler_stats existed: none
+    return {
+        "complete": len(units) == n_units,
+        "units": n_units,
+        "units_done": len(units),
+        "records": stream.records,
+        **{k: sums[k] for k in ("docs_in", "docs_ok", "segments", "chars")},
+        "docs_skipped": dict(skipped),
+        "labels": dict(labels),
+        "categories": dict(categories),
+        "labeler": ", ".join(sorted({st["labeler"] for st in units})) or labeler,
+        "labeler_stats": dict(labeler_stats),
+        "files": stream.files,
+        "files_skipped": dict(stream.files_skipped),
+        "file_errors": stream.file_errors,
+        "blank_lines": stream.blank_lines,
+        "config": config,
+    }
+
+
+def write_manifest(labels_dir: str, config: dict, stream: Any, docs_per_unit: int, labeler: str,
+                   shard_index: int = 0, num_shards: int = 1) -> dict:
+    """Write ``manifest.json`` (recounted once if another array task finished meanwhile) and return it."""
+    path = os.path.join(labels_dir, MANIFEST)
+    manifest = build_manifest(labels_dir, config, stream, docs_per_unit, labeler)
+    write_json_atomic(manifest, path, f".{shard_index}.tmp")
+    if not manifest["complete"] and num_shards > 1:
+        # a shard that finished while we counted may have written first: recount so the last write is complete
+        again = build_manifest(labels_dir, config, stream, docs_per_unit, labeler)
+        if again != manifest:
+            write_json_atomic(again, path, f".{shard_index}.tmp")
+            manifest = again
+    return manifest
+
+
+def read_manifest(labels_dir: str, allow_incomplete: bool) -> dict | None:
+    """The labels manifest (None when there is none); an incomplete one is refused unless allowed."""
+    path = os.path.join(labels_dir, MANIFEST)
+    if not os.path.exists(path):
+        logger.warning("%s has no %s: its segment counts cannot be checked", labels_dir, MANIFEST)
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise SRPError(f"{path}: not valid JSON ({exc})") from None
+    if not manifest.get("complete", False) and not allow_incomplete:
+        raise SRPError(f"{path}: labelling is not complete (finish srp label, or set allow_incomplete=true)")
+    return manifest

@@ -6,7 +6,9 @@ A rendered dataset ``PREFIX`` is three things:
   EOD appended), exactly what Megatron-LM's ``preprocess_data.py --append-eod`` writes;
 - ``PREFIX_spans.bin/.idx``: an ``IndexedDataset`` of ``uint8`` span-type codes (:class:`SpanType`),
   one per token, with identical sequence lengths and document indices;
-- ``PREFIX.json``: :class:`RenderMetadata` (arm, template, tokenizer identity, counts).
+- ``PREFIX.json``: :class:`RenderMetadata` (arm, template, tokenizer identity, counts), written last;
+
+and, for the ``special`` template, the extended tokenizer ``PREFIX_tokenizer/``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
+from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+from srp_megatron.formats.atomic import write_json_atomic
 
 
 class SpanType(enum.IntEnum):
@@ -46,6 +51,15 @@ class SpanType(enum.IntEnum):
 SPAN_DTYPE = np.uint8
 SPANS_SUFFIX = "_spans"
 FORMAT_VERSION = 1
+#: Files of a rendered dataset, as suffixes of PREFIX (PREFIX.json is written last, separately).
+DATA_SUFFIXES = (".bin", ".idx", "_spans.bin", "_spans.idx")
+#: The extended tokenizer of a ``special``-template dataset: ``PREFIX_tokenizer/``.
+TOKENIZER_SUFFIX = "_tokenizer"
+
+
+def dtype_for_vocab(vocab_size: int) -> type:
+    """The index dtype megatron's ``preprocess_data.py`` picks for a vocabulary size."""
+    return np.uint16 if vocab_size < 65500 else np.int32
 
 
 def spans_prefix(prefix: str) -> str:
@@ -92,11 +106,7 @@ class RenderMetadata:
 
     def save(self, prefix: str) -> None:
         """Write ``PREFIX.json`` atomically."""
-        tmp = metadata_path(prefix) + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, metadata_path(prefix))
+        write_json_atomic(dataclasses.asdict(self), metadata_path(prefix), ensure_ascii=True)
 
     @classmethod
     def load(cls, prefix: str) -> RenderMetadata:
@@ -131,10 +141,6 @@ class RenderedDatasetWriter:
     """Writes tokens and span types of documents into the two ``IndexedDataset`` files of ``PREFIX``."""
 
     def __init__(self, prefix: str, vocab_size: int):
-        from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-
-        from srp_megatron.prep.tokenizer import dtype_for_vocab
-
         os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
         self.prefix = prefix
         self.token_dtype = dtype_for_vocab(vocab_size)

@@ -14,8 +14,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 
 class TokenizerKind(enum.StrEnum):
     """Where a tokenizer comes from."""
@@ -196,11 +194,6 @@ def load_tokenizer(
 ) -> Tokenizer:
     """Load a tokenizer directory."""
     return Tokenizer(TokenizerConfig(path=path, kind=TokenizerKind(kind), eod_token=eod_token))
-
-
-def dtype_for_vocab(vocab_size: int) -> type:
-    """The index dtype megatron's ``preprocess_data.py`` picks for a vocabulary size."""
-    return np.uint16 if vocab_size < 65500 else np.int32
 
 
 def train_bpe_tokenizer(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.rendered import SPANS_SUFFIX
+from srp_megatron.formats.rendered import SPANS_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def tokenizer_path(cfg: DataConfig) -> str:
     """``data.tokenizer``, else the tokenizer the first dataset was rendered with (from its ``PREFIX.json``)."""
     if cfg.tokenizer:
         return cfg.tokenizer
-    from srp_megatron.prep.rendered import RenderMetadata
+    from srp_megatron.formats.rendered import RenderMetadata
 
     try:
         return RenderMetadata.load(cfg.all_prefixes()[0]).tokenizer["path"]
@@ -114,7 +114,7 @@ def tokenizer_path(cfg: DataConfig) -> str:
 
 def rendered_vocab_size(cfg: DataConfig) -> int | None:
     """The tokenizer vocabulary recorded in the first dataset's ``PREFIX.json``; None without one (plan)."""
-    from srp_megatron.prep.rendered import RenderMetadata
+    from srp_megatron.formats.rendered import RenderMetadata
 
     prefixes = cfg.all_prefixes()
     try:

@@ -29,7 +29,7 @@ class Trainer:
     optimizer, scheduler, data, checkpoint resume, metrics. ``train()`` runs it; ``close()`` ends it."""
 
     def __init__(self, cfg: PretrainConfig):
-        from srp_megatron.prep.rendered import SpanType
+        from srp_megatron.formats.rendered import SpanType
         from srp_megatron.prep.tokenizer import load_tokenizer
         from srp_megatron.train import distributed
         from srp_megatron.train.data import BatchSpec, build_loader, chunk_iterators, tokenizer_path

@@ -49,8 +49,8 @@ def padded_tokenizer(work: str) -> str:
 def srp_corpus(work: str, docs: int) -> str:
     """Label and render ``docs`` demo documents (srp arm); returns the dataset prefix."""
     from srp_megatron.prep.demo_corpus import write_demo_jsonl
-    from srp_megatron.prep.labeling import LabelConfig, run_label
-    from srp_megatron.prep.rendering import RenderConfig, render
+    from srp_megatron.prep.label.stage import LabelConfig, run_label
+    from srp_megatron.prep.render.stage import RenderConfig, render
     from srp_megatron.prep.tokenizer import TokenizerConfig
 
     jsonl = write_demo_jsonl(os.path.join(work, "demo.jsonl"), docs, seed=7)

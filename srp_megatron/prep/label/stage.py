@@ -6,7 +6,7 @@ killed at any moment and rerun with the same arguments skips the finished units 
 byte-identical to an uninterrupted run. ``--num-shards N --shard-index K`` labels only units ``u % N == K``
 (an array job: every task scans the stream, cheaply skipping other units); the last task to finish writes
 ``manifest.json`` with ``complete: true``. ``--workers W`` labels batches in W processes; the labeler's
-counters (``Labeler.stats()``) come back with each batch and are kept per unit (``label_units.py``).
+counters (``Labeler.stats()``) come back with each batch and are kept per unit (``units.py``).
 
 Bad records are skipped and counted by reason (``--strict``: stop at the first, naming file and line).
 The progress bar shows docs/s and tokens/s, tokens estimated as characters / 4.
@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from srp_megatron.errors import SRPError
+from srp_megatron.formats.labels import LabelledDocument, done_units, write_manifest
 from srp_megatron.prep.documents import (
     BadRecord,
     Document,
@@ -33,14 +34,13 @@ from srp_megatron.prep.documents import (
     parse_record,
     unit_batches,
 )
-from srp_megatron.prep.label import LABELERS, Labeler, LabelFailure, SegmentedDocument
-from srp_megatron.prep.label.hf_classifier import HFClassifierLabelerConfig
-from srp_megatron.prep.label.keyword import KeywordLabelerConfig
-from srp_megatron.prep.label.openai import OpenAILabelerConfig
-from srp_megatron.prep.label.oracle import OracleLabeler, OracleLabelerConfig, Presegmented
-from srp_megatron.prep.label_units import UnitWriter, done_units, write_manifest
+from srp_megatron.prep.label.labelers import LABELERS, Labeler, LabelFailure, SegmentedDocument
+from srp_megatron.prep.label.labelers.hf_classifier import HFClassifierLabelerConfig
+from srp_megatron.prep.label.labelers.keyword import KeywordLabelerConfig
+from srp_megatron.prep.label.labelers.openai import OpenAILabelerConfig
+from srp_megatron.prep.label.labelers.oracle import OracleLabeler, OracleLabelerConfig, Presegmented
+from srp_megatron.prep.label.units import DocResult, UnitWriter
 from srp_megatron.prep.segment import Segmenter, SegmenterConfig
-from srp_megatron.prep.segments_io import LabelledDocument
 
 logger = logging.getLogger(__name__)
 
@@ -113,18 +113,6 @@ def output_config(cfg: LabelConfig) -> dict:
     runtime = getattr(getattr(cfg, name), "runtime_fields", ())  # a section's knobs that cannot change labels
     section = {k: v for k, v in full[name].items() if k not in runtime}
     return {**{k: full[k] for k in ("inputs", "labeler", "reader", "segmenter", "docs_per_unit")}, name: section}
-
-
-@dataclass
-class DocResult:
-    """Outcome for one record: a labelled document, or the reason it was skipped."""
-
-    doc_index: int
-    location: str
-    doc: LabelledDocument | None = None
-    reason: str = ""
-    detail: str = ""
-    chars: int = 0
 
 
 class _Worker:
@@ -236,12 +224,12 @@ def run_label(cfg: LabelConfig) -> dict:
 
     os.makedirs(cfg.out, exist_ok=True)
     config = output_config(cfg)
-    done = set(done_units(cfg, config))
+    done = set(done_units(cfg.out, config))
     stream = RecordStream(
         cfg.inputs, cfg.reader, cfg.docs_per_unit,
         lambda u: u % cfg.num_shards == cfg.shard_index and u not in done, cfg.strict,
     )
-    writer = UnitWriter(cfg, config)
+    writer = UnitWriter(cfg.out, config, cfg.strict)
     start, chars = time.monotonic(), 0
     with tqdm(desc="label", unit="doc", disable=not cfg.progress) as bar, _batch_labeller(cfg) as label:
         for unit, identity, results, labeler_stats in label(unit_batches(stream, cfg.docs_per_unit, cfg.batch_docs)):
@@ -250,7 +238,8 @@ def run_label(cfg: LabelConfig) -> dict:
             bar.update(len(results))
             bar.set_postfix_str(f"{chars / 4 / max(time.monotonic() - start, 1e-9):,.0f} tok/s", refresh=False)
         writer.flush()
-    manifest = write_manifest(cfg, config, stream.stats)
+    manifest = write_manifest(cfg.out, config, stream.stats, cfg.docs_per_unit, cfg.labeler, cfg.shard_index,
+                              cfg.num_shards)
     logger.info("%s: %d/%d units done; docs in %d, ok %d, skipped %s; segments %s", cfg.out, manifest["units_done"],
                 manifest["units"], manifest["docs_in"], manifest["docs_ok"], manifest["docs_skipped"],
                 manifest["labels"])

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.label.base import Label, SegmentLabel
-from srp_megatron.prep.rendered import SpanType
-from srp_megatron.prep.rewriter import OpenAIRewriterConfig
-from srp_megatron.prep.segments_io import LabelledDocument
-from srp_megatron.prep.templates import ReflectionTemplate, effective_label
+from srp_megatron.formats.labels import Label, LabelledDocument, SegmentLabel
+from srp_megatron.formats.rendered import SpanType
+from srp_megatron.prep.render.rewriter import OpenAIRewriterConfig
+from srp_megatron.prep.render.templates import ReflectionTemplate, effective_label
 from srp_megatron.registry import Registry
 
 
@@ -257,7 +256,7 @@ class RewriteArm(Arm):
         self._rewriter = None
         self._batch: dict[tuple[int, int], str | None] = {}
         if self.rewrite.source == RewriteSource.OPENAI:
-            from srp_megatron.prep.rewriter import OpenAIRewriter
+            from srp_megatron.prep.render.rewriter import OpenAIRewriter
 
             self._rewriter = OpenAIRewriter(self.rewrite.openai)
 

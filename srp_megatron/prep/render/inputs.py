@@ -8,19 +8,12 @@ exactly once, and shard ``I`` of a render takes the same units as shard ``I`` of
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.segments_io import MANIFEST, unit_files, unit_path
-
-logger = logging.getLogger(__name__)
-
-_UNIT_NAME = re.compile(r"segments-(\d+)\.parquet")
+from srp_megatron.formats.labels import MANIFEST, read_unit_stats, unit_numbers, unit_path
 
 
 @dataclass(frozen=True)
@@ -33,30 +26,9 @@ class ExpectedCounts:
     """The file(s) that list them, for error messages."""
 
 
-def read_manifest(labels_dir: str, allow_incomplete: bool) -> dict | None:
-    """The labels manifest (None when there is none); an incomplete one is refused unless allowed."""
-    path = os.path.join(labels_dir, MANIFEST)
-    if not os.path.exists(path):
-        logger.warning("%s has no %s: its segment counts cannot be checked", labels_dir, MANIFEST)
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise SRPError(f"{path}: not valid JSON ({exc})") from None
-    if not manifest.get("complete", False) and not allow_incomplete:
-        raise SRPError(f"{path}: labelling is not complete (finish srp label, or set allow_incomplete=true)")
-    return manifest
-
-
 def select_units(labels_dir: str, manifest: dict | None, num_shards: int, shard_index: int) -> list[int]:
     """The units ``u % num_shards == shard_index`` in order; a complete manifest's units must all be present."""
-    present = []
-    for path in unit_files(labels_dir):
-        match = _UNIT_NAME.fullmatch(os.path.basename(path))
-        if match is None:
-            raise SRPError(f"{path}: not a unit file name (segments-NNNNNN.parquet, as srp label writes)")
-        present.append(int(match.group(1)))
+    present = unit_numbers(labels_dir)
     if manifest is not None and manifest.get("complete") and "units" in manifest:
         listed = set(range(manifest["units"]))
         odd = sorted(listed ^ set(present))
@@ -84,21 +56,9 @@ def expected_counts(
         return None
     if num_shards == 1:
         return ExpectedCounts(manifest.get("docs_ok"), manifest.get("segments"), os.path.join(labels_dir, MANIFEST))
-    from srp_megatron.prep.label_units import stats_path
-
     sums: Counter = Counter()
     for u in units:
-        path = stats_path(labels_dir, u)
-        try:
-            with open(path, encoding="utf-8") as f:
-                stats = json.load(f)
-            sums.update({k: int(stats[k]) for k in ("docs_ok", "segments")})
-        except FileNotFoundError:
-            raise SRPError(
-                f"{path} is missing: a sharded render checks each unit against its stats file (rerun the same "
-                "srp label command in the labels directory: it labels that unit again)"
-            ) from None
-        except (KeyError, TypeError, ValueError) as exc:  # bad JSON included
-            raise SRPError(f"{path}: not the stats file of a unit ({exc!r})") from None
+        stats = read_unit_stats(labels_dir, u)
+        sums.update({k: int(stats[k]) for k in ("docs_ok", "segments")})
     where = f"{labels_dir}: the stats files of the {len(units)} units of this shard"
     return ExpectedCounts(sums["docs_ok"], sums["segments"], where)

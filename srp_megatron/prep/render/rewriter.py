@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from srp_megatron.prep.endpoint import AnswerError, EndpointClient, EndpointConfig, RequestFailure
+from srp_megatron.llm.endpoint import AnswerError, EndpointClient, EndpointConfig, RequestFailure
 
 DEFAULT_SYSTEM_PROMPT = (
     "You rewrite one passage of a web document so that it is safe, staying faithful to the document's topic, "

@@ -28,19 +28,24 @@ from itertools import islice
 import numpy as np
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.arms import ARMS, Arm, FilterConfig, RewriteConfig, TextPiece
-from srp_megatron.prep.label.base import Label
-from srp_megatron.prep.render_input import ExpectedCounts, expected_counts, read_manifest, select_units
-from srp_megatron.prep.rendered import SPAN_DTYPE, RenderedDatasetWriter, RenderMetadata, SpanType, spans_prefix
-from srp_megatron.prep.segments_io import LabelledDocument, iter_labelled_documents
-from srp_megatron.prep.templates import ReflectionTemplate, TemplateConfig, TemplateKind
+from srp_megatron.formats.labels import Label, LabelledDocument, iter_labelled_documents, read_manifest
+from srp_megatron.formats.rendered import (
+    DATA_SUFFIXES,
+    SPAN_DTYPE,
+    TOKENIZER_SUFFIX,
+    RenderedDatasetWriter,
+    RenderMetadata,
+    SpanType,
+    spans_prefix,
+)
+from srp_megatron.prep.render.arms import ARMS, Arm, FilterConfig, RewriteConfig, TextPiece
+from srp_megatron.prep.render.inputs import ExpectedCounts, expected_counts, select_units
+from srp_megatron.prep.render.templates import ReflectionTemplate, TemplateConfig, TemplateKind
 from srp_megatron.prep.tokenizer import Tokenizer, TokenizerConfig, TokenizerKind
 
 logger = logging.getLogger(__name__)
 
-#: Files of a rendered dataset, as suffixes of PREFIX (PREFIX.json is written last, separately).
-DATA_SUFFIXES = (".bin", ".idx", "_spans.bin", "_spans.idx")
-TOKENIZER_SUFFIX = "_tokenizer"
+#: Suffix of the files being written (renamed into place when the render is complete).
 PARTIAL_SUFFIX = ".partial"
 MEGATRON_METADATA = "tokenizer_metadata.json"
 

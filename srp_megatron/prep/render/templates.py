@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.label.base import Label, SegmentLabel
-from srp_megatron.prep.rendered import SpanType
+from srp_megatron.formats.labels import Label, SegmentLabel
+from srp_megatron.formats.rendered import SpanType
 
 if TYPE_CHECKING:
     from srp_megatron.prep.tokenizer import Tokenizer

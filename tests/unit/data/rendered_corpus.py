@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from srp_megatron.prep.rendered import RenderedDatasetWriter, RenderMetadata, SpanType
+from srp_megatron.formats.rendered import RenderedDatasetWriter, RenderMetadata, SpanType
 
 
 @dataclasses.dataclass

@@ -12,7 +12,7 @@ from rendered_corpus import preset_actions
 from srp_megatron.config.loader import CONF_DIR, ConfigError
 from srp_megatron.data.loss_policy import LossAction, LossPolicy, LossPolicyConfig
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.rendered import SpanType
+from srp_megatron.formats.rendered import SpanType
 
 PRESETS = sorted(f[:-5] for f in os.listdir(os.path.join(CONF_DIR, "loss_policy")) if f.endswith(".yaml"))
 

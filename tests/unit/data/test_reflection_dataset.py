@@ -12,7 +12,7 @@ from rendered_corpus import expected_sample, preset_actions, reference_window, w
 
 from srp_megatron.data.dataset import ReflectionGPTDataset
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.rendered import SpanType
+from srp_megatron.formats.rendered import SpanType
 
 PRESETS = ["paper", "reflection_context", "no_unsafe_text", "context_only"]
 VARIANTS = {

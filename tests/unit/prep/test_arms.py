@@ -7,8 +7,10 @@ from types import SimpleNamespace
 import pytest
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep import rewriter as rewriter_module
-from srp_megatron.prep.arms import (
+from srp_megatron.formats.labels import Label, LabelledDocument, SegmentLabel
+from srp_megatron.formats.rendered import SpanType
+from srp_megatron.prep.render import rewriter as rewriter_module
+from srp_megatron.prep.render.arms import (
     ARMS,
     FilterConfig,
     FilterLevel,
@@ -19,10 +21,7 @@ from srp_megatron.prep.arms import (
     TextPiece,
     split_segment,
 )
-from srp_megatron.prep.label.base import Label, SegmentLabel
-from srp_megatron.prep.rendered import SpanType
-from srp_megatron.prep.segments_io import LabelledDocument
-from srp_megatron.prep.templates import ControversialMode, ReflectionTemplate, TemplateConfig, TemplateKind
+from srp_megatron.prep.render.templates import ControversialMode, ReflectionTemplate, TemplateConfig, TemplateKind
 from srp_megatron.prep.tokenizer import load_tokenizer
 
 T, U = SpanType.TEXT, SpanType.UNSAFE_TEXT

@@ -18,9 +18,8 @@ from guard_server import GuardServer, answer, garbage
 from test_rendering import raw_tokenizer, read, reference
 
 from srp_megatron.cli import main
-from srp_megatron.prep.label.base import Label, SegmentLabel
-from srp_megatron.prep.rendered import RenderMetadata
-from srp_megatron.prep.segments_io import iter_labelled_documents, unit_path
+from srp_megatron.formats.labels import Label, SegmentLabel, iter_labelled_documents, unit_path
+from srp_megatron.formats.rendered import RenderMetadata
 
 # What each trigger word means for a Qwen3Guard-format guard (written independently of the server's table).
 VERDICTS = {

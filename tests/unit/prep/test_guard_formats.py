@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.label.base import Label, SegmentLabel
-from srp_megatron.prep.label.guard_formats import (
+from srp_megatron.formats.labels import Label, SegmentLabel
+from srp_megatron.prep.label.labelers.guard_formats import (
     DEFAULT_EMPTY_CONTEXT,
     GUARD_FORMATS,
     GuardParseError,

@@ -11,9 +11,10 @@ import torch
 
 from srp_megatron.config import ConfigError, load_config
 from srp_megatron.errors import SRPError
+from srp_megatron.formats.labels import Label, SegmentLabel
 from srp_megatron.prep.demo_corpus import demo_documents
-from srp_megatron.prep.label.base import LABELERS, Label, SegmentedDocument, SegmentLabel
-from srp_megatron.prep.label.hf_classifier import HFClassifierLabeler, HFClassifierLabelerConfig
+from srp_megatron.prep.label.labelers.base import LABELERS, SegmentedDocument
+from srp_megatron.prep.label.labelers.hf_classifier import HFClassifierLabeler, HFClassifierLabelerConfig
 
 ID2LABEL = {0: "safe", 1: "unsafe", 2: "Violent", 3: "Controversial"}
 MAX_LENGTH = 48
@@ -194,7 +195,7 @@ def test_cuda_matches_cpu(model_dir, docs):
 
 def test_preset(model_dir, docs, reference):
     from srp_megatron.config import resolve_preset
-    from srp_megatron.prep.labeling import LabelConfig, build_labeler
+    from srp_megatron.prep.label.stage import LabelConfig, build_labeler
 
     path = [resolve_preset("hf-classifier", "label")]
     values = {"inputs": ["x"], "out": "y"}

@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from srp_megatron.errors import SRPError
+from srp_megatron.formats.labels import Label, SegmentLabel
 from srp_megatron.prep.demo_corpus import UNSAFE_SENTENCES, demo_documents
-from srp_megatron.prep.label.base import Label, SegmentedDocument, SegmentLabel
-from srp_megatron.prep.label.guard_formats import QWEN3GUARD_CATEGORIES
-from srp_megatron.prep.label.keyword import BUILTIN_KEYWORDS, KeywordLabeler, KeywordLabelerConfig
+from srp_megatron.prep.label.labelers.base import SegmentedDocument
+from srp_megatron.prep.label.labelers.guard_formats import QWEN3GUARD_CATEGORIES
+from srp_megatron.prep.label.labelers.keyword import BUILTIN_KEYWORDS, KeywordLabeler, KeywordLabelerConfig
 from srp_megatron.prep.segment import Segmenter, SegmenterConfig
 
 WORD = "a-z0-9\u0080-\U0010ffff"  # word characters: ASCII letters/digits and every non-ASCII character

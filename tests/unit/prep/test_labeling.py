@@ -19,14 +19,14 @@ import pytest
 
 from srp_megatron.config import ConfigError, load_config
 from srp_megatron.errors import SRPError
+from srp_megatron.formats.labels import SEGMENTS_SCHEMA, iter_labelled_documents
 from srp_megatron.prep.demo_corpus import demo_documents
-from srp_megatron.prep.labeling import LabelConfig, add_arguments, main, run_label
-from srp_megatron.prep.segments_io import SEGMENTS_SCHEMA, iter_labelled_documents
+from srp_megatron.prep.label.stage import LabelConfig, add_arguments, main, run_label
 
 # The stage's own entry point, as `srp label` runs it (cli.py wires these two functions).
 SCRIPT = (
     "import argparse, sys\n"
-    "from srp_megatron.prep import labeling\n"
+    "from srp_megatron.prep.label import stage as labeling\n"
     "p = argparse.ArgumentParser(); labeling.add_arguments(p)\n"
     "sys.exit(labeling.main(p.parse_args()))\n"
 )
@@ -211,7 +211,7 @@ def test_config_rules(values, match):
 
 
 def test_output_config_leaves_out_runtime_knobs():
-    from srp_megatron.prep.labeling import output_config
+    from srp_megatron.prep.label.stage import output_config
 
     cfg = make_config(["x.jsonl"], "o", labeler="openai", workers=3, openai={"concurrency": 3})
     got = output_config(cfg)

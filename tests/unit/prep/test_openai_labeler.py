@@ -11,10 +11,11 @@ import pytest
 from guard_server import GuardServer, answer, garbage, http_error, malformed_json
 
 from srp_megatron.config import ConfigError, load_config
-from srp_megatron.prep.endpoint import EndpointUnavailableError
-from srp_megatron.prep.label.base import LABELERS, Label, LabelFailure, SegmentedDocument, SegmentLabel
-from srp_megatron.prep.label.guard_formats import DEFAULT_EMPTY_CONTEXT
-from srp_megatron.prep.label.openai import OpenAILabeler, OpenAILabelerConfig
+from srp_megatron.formats.labels import Label, SegmentLabel
+from srp_megatron.llm.endpoint import EndpointUnavailableError
+from srp_megatron.prep.label.labelers.base import LABELERS, LabelFailure, SegmentedDocument
+from srp_megatron.prep.label.labelers.guard_formats import DEFAULT_EMPTY_CONTEXT
+from srp_megatron.prep.label.labelers.openai import OpenAILabeler, OpenAILabelerConfig
 
 # What each trigger means in each format, written out independently of the server's table.
 EXPECTED = {
@@ -240,7 +241,7 @@ def test_config_rules(override, match):
 )
 def test_presets_drive_the_label_stage_config(preset, fmt, model):
     from srp_megatron.config import resolve_preset
-    from srp_megatron.prep.labeling import LabelConfig, build_labeler
+    from srp_megatron.prep.label.stage import LabelConfig, build_labeler
 
     with GuardServer(fmt) as server:
         cfg = load_config(
@@ -257,7 +258,7 @@ def test_presets_drive_the_label_stage_config(preset, fmt, model):
 
 
 def test_backoff_is_jittered_exponential_capped_and_honours_retry_after():
-    from srp_megatron.prep.endpoint import EndpointClient, EndpointConfig
+    from srp_megatron.llm.endpoint import EndpointClient, EndpointConfig
 
     client = EndpointClient(EndpointConfig(model="m", backoff_initial=0.5, backoff_max=3.0))
     for attempt in range(6):

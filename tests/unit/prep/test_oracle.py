@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from srp_megatron.prep.label.base import Label, LabelFailure, SegmentedDocument, SegmentLabel
-from srp_megatron.prep.label.oracle import OracleLabeler, OracleLabelerConfig, Presegmented
+from srp_megatron.formats.labels import Label, SegmentLabel
+from srp_megatron.prep.label.labelers.base import LabelFailure, SegmentedDocument
+from srp_megatron.prep.label.labelers.oracle import OracleLabeler, OracleLabelerConfig, Presegmented
 
 ORACLE = OracleLabeler(OracleLabelerConfig())
 SEGMENTS = [

@@ -17,8 +17,9 @@ from test_rendering import make_docs, raw_tokenizer, read, reference, run_render
 
 from srp_megatron.config import ConfigError, load_config
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.rendering import RenderConfig
-from srp_megatron.prep.segments_io import documents_to_table, unit_path, write_table_atomic
+from srp_megatron.formats.atomic import write_table_atomic
+from srp_megatron.formats.labels import documents_to_table, unit_path
+from srp_megatron.prep.render.stage import RenderConfig
 
 UNITS = 5
 

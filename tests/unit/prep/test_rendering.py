@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.arms import FilterConfig, FilterLevel
+from srp_megatron.formats.atomic import write_table_atomic
+from srp_megatron.formats.labels import Label, LabelledDocument, SegmentLabel, documents_to_table, unit_path
+from srp_megatron.formats.rendered import RenderedDatasetWriter, RenderMetadata
 from srp_megatron.prep.demo_corpus import UNSAFE_SENTENCES, demo_documents
-from srp_megatron.prep.label.base import Label, SegmentLabel
-from srp_megatron.prep.rendered import RenderedDatasetWriter, RenderMetadata
-from srp_megatron.prep.rendering import RenderConfig, render
-from srp_megatron.prep.segments_io import LabelledDocument, documents_to_table, unit_path, write_table_atomic
-from srp_megatron.prep.templates import TemplateConfig, TemplateKind
+from srp_megatron.prep.render.arms import FilterConfig, FilterLevel
+from srp_megatron.prep.render.stage import RenderConfig, render
+from srp_megatron.prep.render.templates import TemplateConfig, TemplateKind
 from srp_megatron.prep.tokenizer import TokenizerConfig
 
 T, R, M, U = 0, 1, 2, 3  # span codes as documented in docs/design.md
@@ -313,7 +313,7 @@ def test_megatron_tokenizer_renders_the_same(labels_dir, tmp_path, tiny_tokenize
 def _parse(argv):
     import argparse
 
-    from srp_megatron.prep import rendering
+    from srp_megatron.prep.render import stage as rendering
 
     parser = argparse.ArgumentParser()
     rendering.add_arguments(parser)
@@ -321,7 +321,7 @@ def _parse(argv):
 
 
 def test_cli(labels_dir, tmp_path, tiny_tokenizer_dir, capsys):
-    from srp_megatron.prep.rendering import main
+    from srp_megatron.prep.render.stage import main
 
     out = str(tmp_path / "cli")
     _, args = _parse(

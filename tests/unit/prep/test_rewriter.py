@@ -8,7 +8,7 @@ import pytest
 from guard_server import GuardServer, answer, garbage, http_error
 
 from srp_megatron.config import ConfigError, load_config
-from srp_megatron.prep.rewriter import (
+from srp_megatron.prep.render.rewriter import (
     DEFAULT_EMPTY_CONTEXT,
     DEFAULT_SYSTEM_PROMPT,
     OpenAIRewriter,

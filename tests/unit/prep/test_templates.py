@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.label.base import Label, SegmentLabel
-from srp_megatron.prep.rendered import SpanType
-from srp_megatron.prep.templates import (
+from srp_megatron.formats.labels import Label, SegmentLabel
+from srp_megatron.formats.rendered import SpanType
+from srp_megatron.prep.render.templates import (
     ControversialMode,
     ReflectionTemplate,
     TemplateConfig,

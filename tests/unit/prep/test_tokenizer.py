@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from srp_megatron.prep.tokenizer import TokenizerKind, dtype_for_vocab, load_tokenizer, train_bpe_tokenizer
+from srp_megatron.formats.rendered import dtype_for_vocab
+from srp_megatron.prep.tokenizer import TokenizerKind, load_tokenizer, train_bpe_tokenizer
 
 TEXTS = [
     "Photosynthesis explains how energy moves through living things.\n\nTeachers often use experiments.",

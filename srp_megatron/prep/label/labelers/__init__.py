@@ -1,8 +1,8 @@
 """Segment labelers: keyword (heuristic), openai (guard model endpoint), hf-classifier, oracle."""
 
-from srp_megatron.prep.label.base import LABELERS, Label, Labeler, LabelFailure, SegmentedDocument, SegmentLabel
+from srp_megatron.prep.label.labelers.base import LABELERS, Labeler, LabelFailure, SegmentedDocument
 
-__all__ = ["LABELERS", "Label", "LabelFailure", "Labeler", "SegmentLabel", "SegmentedDocument"]
+__all__ = ["LABELERS", "LabelFailure", "Labeler", "SegmentedDocument"]
 
 # Importing the modules registers their labelers in LABELERS (last, so they can import the names above).
-from srp_megatron.prep.label import hf_classifier, keyword, openai, oracle  # noqa: E402, F401, I001
+from srp_megatron.prep.label.labelers import hf_classifier, keyword, openai, oracle  # noqa: E402, F401, I001

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from srp_megatron.formats.labels import SegmentLabel
 from srp_megatron.registry import Registry
-
-
-class Label(enum.StrEnum):
-    """Safety verdict of a segment (Qwen3Guard's three levels)."""
-
-    SAFE = "safe"
-    CONTROVERSIAL = "controversial"
-    UNSAFE = "unsafe"
-
-
-@dataclass(frozen=True)
-class SegmentLabel:
-    """The verdict on one segment, with zero or more category names."""
-
-    label: Label
-    categories: tuple[str, ...] = ()
 
 
 @dataclass

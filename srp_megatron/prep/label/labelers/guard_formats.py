@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from srp_megatron.prep.label.base import Label, SegmentLabel
+from srp_megatron.formats.labels import Label, SegmentLabel
 from srp_megatron.registry import Registry
 
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.label.base import LABELERS, Label, Labeler, LabelFailure, SegmentedDocument, SegmentLabel
-from srp_megatron.prep.label.guard_formats import document_contexts
+from srp_megatron.formats.labels import Label, SegmentLabel
+from srp_megatron.prep.label.labelers.base import LABELERS, Labeler, LabelFailure, SegmentedDocument
+from srp_megatron.prep.label.labelers.guard_formats import document_contexts
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 import yaml
 
 from srp_megatron.errors import SRPError
-from srp_megatron.prep.label.base import LABELERS, Label, Labeler, SegmentedDocument, SegmentLabel
-from srp_megatron.prep.label.guard_formats import QWEN3GUARD_CATEGORIES
+from srp_megatron.formats.labels import Label, SegmentLabel
+from srp_megatron.prep.label.labelers.base import LABELERS, Labeler, SegmentedDocument
+from srp_megatron.prep.label.labelers.guard_formats import QWEN3GUARD_CATEGORIES
 
 _V, _ILL, _SEX, _PII, _SUI, _UNETH, _POL, _COPY, _JAIL = QWEN3GUARD_CATEGORIES
 _PEOPLE = (

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from srp_megatron.prep.endpoint import EndpointClient, EndpointConfig, RequestFailure
-from srp_megatron.prep.label.base import LABELERS, Labeler, LabelFailure, SegmentedDocument, SegmentLabel
-from srp_megatron.prep.label.guard_formats import (
+from srp_megatron.formats.labels import SegmentLabel
+from srp_megatron.llm.endpoint import EndpointClient, EndpointConfig, RequestFailure
+from srp_megatron.prep.label.labelers.base import LABELERS, Labeler, LabelFailure, SegmentedDocument
+from srp_megatron.prep.label.labelers.guard_formats import (
     DEFAULT_EMPTY_CONTEXT,
     GUARD_FORMATS,
     GuardFormat,

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from srp_megatron.prep.label.base import LABELERS, Label, Labeler, LabelFailure, SegmentedDocument, SegmentLabel
+from srp_megatron.formats.labels import Label, SegmentLabel
+from srp_megatron.prep.label.labelers.base import LABELERS, Labeler, LabelFailure, SegmentedDocument
 
 
 @dataclass

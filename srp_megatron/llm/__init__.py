@@ -1,0 +1,1 @@
+"""Clients of OpenAI-compatible chat endpoints (guard labelers, the rewriter, judges)."""
