@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import EnumNode
 
 from srp_megatron.errors import SRPError
+from srp_megatron.registry import RegistryConfig
 
 T = TypeVar("T")
 
@@ -128,10 +129,15 @@ def load_config(
 ) -> T:
     """Build ``schema`` from defaults, then YAML files, then ``values`` (CLI flags), then ``key=value``.
 
-    Unknown keys and wrong types raise :class:`ConfigError` naming the key and where it came from;
-    ``__post_init__`` validation errors are re-raised with the sources listed.
+    A :class:`~srp_megatron.registry.RegistryConfig` schema gets one typed section per registry entry with a
+    config (``openai:``, ``filter:``). Unknown keys and wrong types raise :class:`ConfigError` naming the key
+    and where it came from; ``__post_init__`` validation errors are re-raised with the sources listed.
     """
     cfg = OmegaConf.structured(schema)
+    sections = schema.REGISTRY.sections() if issubclass(schema, RegistryConfig) else {}
+    with open_dict(cfg):
+        for name, section in sections.items():
+            cfg[name] = OmegaConf.structured(section)
     for path in paths:
         cfg = merge(cfg, load_yaml(path), path)
     if values:
@@ -140,11 +146,16 @@ def load_config(
         cfg = merge(cfg, parse_overrides(overrides), "command line")
     sources = ", ".join([*paths, *(["command line"] if overrides or values else [])]) or "defaults"
     try:
-        return OmegaConf.to_object(cfg)  # runs __post_init__ of every nested dataclass
+        with open_dict(cfg):  # the sections are not fields of the root: typed apart, then attached
+            options = {name: OmegaConf.to_object(cfg.pop(name)) for name in sections}
+        root = OmegaConf.to_object(cfg)  # runs __post_init__ of every nested dataclass
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{sources}: key '{_full_key(exc)}': {str(exc).splitlines()[0]}") from None
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{sources}: {exc}") from None
+    for name, value in options.items():
+        root.set_section(name, value)
+    return root
 
 
 def to_yaml(cfg: Any) -> str:

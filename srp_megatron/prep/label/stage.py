@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from srp_megatron.config import to_dict
 from srp_megatron.errors import SRPError
 from srp_megatron.formats.labels import LabelledDocument, done_units, write_manifest
 from srp_megatron.prep.documents import (
@@ -35,20 +36,20 @@ from srp_megatron.prep.documents import (
     unit_batches,
 )
 from srp_megatron.prep.label.labelers import LABELERS, Labeler, LabelFailure, SegmentedDocument
-from srp_megatron.prep.label.labelers.hf_classifier import HFClassifierLabelerConfig
-from srp_megatron.prep.label.labelers.keyword import KeywordLabelerConfig
-from srp_megatron.prep.label.labelers.openai import OpenAILabelerConfig
-from srp_megatron.prep.label.labelers.oracle import OracleLabeler, OracleLabelerConfig, Presegmented
+from srp_megatron.prep.label.labelers.oracle import OracleLabeler, Presegmented
 from srp_megatron.prep.label.units import DocResult, UnitWriter
 from srp_megatron.prep.segment import Segmenter, SegmenterConfig
+from srp_megatron.registry import RegistryConfig, section_name
 
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
-class LabelConfig:
-    """Root config of ``srp label``."""
+class LabelConfig(RegistryConfig):
+    """Root config of ``srp label``. Each labeler's options are a section named after it (``openai:``,
+    ``hf_classifier:``, '-' read as '_'), typed by the config class it registered with (``section(name)``)."""
+
+    REGISTRY = LABELERS
 
     inputs: list[str] = field(default_factory=list)
     """JSONL (.jsonl, .jsonl.gz, .jsonl.zst, .json.gz) and Parquet files, directories of them, or globs."""
@@ -60,14 +61,6 @@ class LabelConfig:
     """Input fields and size limits."""
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     """Segment size and sentence boundary rule."""
-    keyword: KeywordLabelerConfig = field(default_factory=KeywordLabelerConfig)
-    """Options of the ``keyword`` labeler."""
-    oracle: OracleLabelerConfig = field(default_factory=OracleLabelerConfig)
-    """Options of the ``oracle`` labeler."""
-    openai: OpenAILabelerConfig = field(default_factory=OpenAILabelerConfig)
-    """Options of the ``openai`` labeler."""
-    hf_classifier: HFClassifierLabelerConfig = field(default_factory=HFClassifierLabelerConfig)
-    """Options of the ``hf-classifier`` labeler."""
     docs_per_unit: int = 5000
     """Records per unit of work (the resume granularity; a unit's segments are held in memory)."""
     batch_docs: int = 64
@@ -88,7 +81,7 @@ class LabelConfig:
             raise ValueError("inputs is empty: give input files or directories (srp label INPUT... --out DIR)")
         if not self.out:
             raise ValueError("out is empty: give the labels directory with --out DIR")
-        if self.labeler not in LABELERS or not hasattr(self, self.labeler.replace("-", "_")):
+        if self.labeler not in LABELERS:
             raise ValueError(f"labeler={self.labeler!r}: give --labeler NAME, one of {', '.join(LABELERS.names())}"
                              " (each has a config section of its name, '-' read as '_')")
         for name in ("docs_per_unit", "batch_docs", "workers", "num_shards"):
@@ -99,20 +92,20 @@ class LabelConfig:
 
 
 def build_labeler(cfg: LabelConfig) -> Labeler:
-    """The configured labeler, constructed from its section of the config."""
-    return LABELERS.get(cfg.labeler)(getattr(cfg, cfg.labeler.replace("-", "_")))  # hf-classifier: hf_classifier
+    """The configured labeler, constructed from its section of the config (None when it has no options)."""
+    return LABELERS.get(cfg.labeler)(cfg.section(cfg.labeler))
 
 
 def output_config(cfg: LabelConfig) -> dict:
     """The output-determining settings, stored and compared on resume: no workers, shard layout or a labeler
     section's ``runtime_fields`` (class attribute naming knobs, like concurrency, that keep labels). Sections
     hold no secrets (the openai labeler reads its key from an environment variable)."""
-    from srp_megatron.config import to_dict
-
-    full, name = to_dict(cfg), cfg.labeler.replace("-", "_")
-    runtime = getattr(getattr(cfg, name), "runtime_fields", ())  # a section's knobs that cannot change labels
-    section = {k: v for k, v in full[name].items() if k not in runtime}
-    return {**{k: full[k] for k in ("inputs", "labeler", "reader", "segmenter", "docs_per_unit")}, name: section}
+    full, options = to_dict(cfg), cfg.section(cfg.labeler)
+    config = {k: full[k] for k in ("inputs", "labeler", "reader", "segmenter", "docs_per_unit")}
+    if options is not None:
+        runtime = getattr(options, "runtime_fields", ())  # a section's knobs that cannot change labels
+        config[section_name(cfg.labeler)] = {k: v for k, v in to_dict(options).items() if k not in runtime}
+    return config
 
 
 class _Worker:

@@ -115,10 +115,10 @@ def split_segment(segment: str) -> tuple[str, str]:
 
 
 class Arm(ABC):
-    """Turns a labelled document into pieces; subclasses register in ``ARMS``.
+    """Turns a labelled document into pieces; subclasses register in ``ARMS`` (with their config class, if any).
 
-    ``config`` is the render config (read: ``filter``, ``rewrite``). Drops are counted in ``dropped``
-    (``segments_<reason>``, ``documents_<reason>``), other outcomes in ``counts``.
+    ``config`` is the arm's own section of the render config (None for arms without options). Drops are
+    counted in ``dropped`` (``segments_<reason>``, ``documents_<reason>``), other outcomes in ``counts``.
     """
 
     name: ClassVar[str]
@@ -176,8 +176,8 @@ class Arm(ABC):
 #: Most severe first: a dropped document is counted under its most severe flagged label.
 _SEVERITY = (Label.UNSAFE, Label.CONTROVERSIAL, Label.SAFE)
 
-#: name -> Arm subclass, constructed as ``cls(template, render_config)``.
-ARMS: Registry[type[Arm]] = Registry("arm")
+#: name -> Arm subclass, constructed as ``cls(template, its config section)``.
+ARMS: Registry[type[Arm]] = Registry("arm", entry_point_group="srp_megatron.arms")
 
 
 @ARMS.register("srp")
@@ -214,7 +214,7 @@ class TagArm(Arm):
         return self._lay_out(doc, reflect=lambda label: effective_label(label.label, mode) != Label.SAFE)
 
 
-@ARMS.register("filter")
+@ARMS.register("filter", config=FilterConfig)
 class FilterArm(Arm):
     """Drops flagged segments or documents (the data-filtering baseline)."""
 
@@ -222,7 +222,7 @@ class FilterArm(Arm):
 
     def layout(self, doc: LabelledDocument) -> list[Piece] | None:
         """The unflagged segments, or None for a dropped document."""
-        cfg: FilterConfig = self.config.filter
+        cfg: FilterConfig = self.config
         drop = set(cfg.drop)
         keep = [label.label not in drop for label in doc.labels]
         if all(keep):
@@ -240,10 +240,10 @@ class FilterArm(Arm):
 
     def options(self) -> dict:
         """Filter level and dropped labels."""
-        return {"level": self.config.filter.level.value, "drop": [lab.value for lab in self.config.filter.drop]}
+        return {"level": self.config.level.value, "drop": [lab.value for lab in self.config.drop]}
 
 
-@ARMS.register("rewrite")
+@ARMS.register("rewrite", config=RewriteConfig)
 class RewriteArm(Arm):
     """Replaces flagged segments by rewrites (the data-rewriting baseline); rewritten text is ``text``."""
 
@@ -251,7 +251,7 @@ class RewriteArm(Arm):
 
     def __init__(self, template: ReflectionTemplate, config: Any):
         super().__init__(template, config)
-        self.rewrite: RewriteConfig = config.rewrite
+        self.rewrite: RewriteConfig = config
         self._replace = set(self.rewrite.replace)
         self._rewriter = None
         self._batch: dict[tuple[int, int], str | None] = {}

@@ -38,10 +38,11 @@ from srp_megatron.formats.rendered import (
     SpanType,
     spans_prefix,
 )
-from srp_megatron.prep.render.arms import ARMS, Arm, FilterConfig, RewriteConfig, TextPiece
+from srp_megatron.prep.render.arms import ARMS, Arm, TextPiece
 from srp_megatron.prep.render.inputs import ExpectedCounts, expected_counts, select_units
 from srp_megatron.prep.render.templates import ReflectionTemplate, TemplateConfig, TemplateKind
 from srp_megatron.prep.tokenizer import Tokenizer, TokenizerConfig, TokenizerKind
+from srp_megatron.registry import RegistryConfig
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,11 @@ MEGATRON_METADATA = "tokenizer_metadata.json"
 
 
 @dataclass
-class RenderConfig:
-    """Root config of ``srp render``."""
+class RenderConfig(RegistryConfig):
+    """Root config of ``srp render``. Arms with options have a section named after them (``filter:``,
+    ``rewrite:``), typed by the config class they registered with (``section(name)``)."""
+
+    REGISTRY = ARMS
 
     labels_dir: str = ""
     """Labels directory written by ``srp label`` (``segments-*.parquet`` + ``manifest.json``)."""
@@ -65,10 +69,6 @@ class RenderConfig:
     """Reflection template (``paper`` or ``special``) and the controversial mapping."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     """Tokenizer directory (Hugging Face or megatron-core) and EOD token."""
-    filter: FilterConfig = field(default_factory=FilterConfig)
-    """Options of the ``filter`` arm."""
-    rewrite: RewriteConfig = field(default_factory=RewriteConfig)
-    """Options of the ``rewrite`` arm."""
     batch_docs: int = 256
     """Documents tokenized together in one batch call (bounds memory; larger is slightly faster)."""
     overwrite: bool = False
@@ -288,7 +288,7 @@ def render(cfg: RenderConfig) -> RenderMetadata:
     special = cfg.template.kind == TemplateKind.SPECIAL
     try:
         tokenizer, template, identity = _prepare_tokenizer(cfg)
-        arm = ARMS.get(cfg.arm)(template, cfg)
+        arm = ARMS.get(cfg.arm)(template, cfg.section(cfg.arm))
         try:
             totals = _write(cfg, arm, template, tokenizer, units, expected.docs_ok if expected else None)
         finally:

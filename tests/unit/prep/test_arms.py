@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from srp_megatron.errors import SRPError
@@ -45,10 +43,8 @@ def tokenizer(tiny_tokenizer_dir):
 
 def _arm(tokenizer, name, mode=ControversialMode.STRICT, kind=TemplateKind.PAPER, **sections):
     template = ReflectionTemplate(TemplateConfig(kind=kind, controversial=mode), tokenizer)
-    cfg = SimpleNamespace(
-        filter=sections.get("filter", FilterConfig()), rewrite=sections.get("rewrite", RewriteConfig())
-    )
-    return ARMS.get(name)(template, cfg)
+    defaults = {"filter": FilterConfig(), "rewrite": RewriteConfig()}
+    return ARMS.get(name)(template, sections.get(name, defaults.get(name)))
 
 
 def _render(arm, doc) -> tuple[str, list[tuple[str, SpanType]]]:

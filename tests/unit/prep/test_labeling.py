@@ -217,5 +217,6 @@ def test_output_config_leaves_out_runtime_knobs():
     got = output_config(cfg)
     assert set(got) == {"inputs", "labeler", "reader", "segmenter", "docs_per_unit", "openai"}
     assert not {"base_url", "api_key_env", "concurrency", "backoff_initial", "backoff_max"} & set(got["openai"])
-    assert (got["openai"]["model"], got["openai"]["max_retries"]) == (cfg.openai.model, cfg.openai.max_retries)
+    section = cfg.section("openai")
+    assert (got["openai"]["model"], got["openai"]["max_retries"]) == (section.model, section.max_retries)
 

@@ -101,6 +101,7 @@ def out_dir(tmp_path_factory):
 
 
 def run_render(labels_dir, tokenizer_dir, out, arm="srp", kind="paper", **kw) -> RenderMetadata:
+    sections = {k: kw.pop(k) for k in ("filter", "rewrite") if k in kw}
     cfg = RenderConfig(
         labels_dir=labels_dir,
         out=str(out),
@@ -110,6 +111,8 @@ def run_render(labels_dir, tokenizer_dir, out, arm="srp", kind="paper", **kw) ->
         progress=False,
         **kw,
     )
+    for name, section in sections.items():
+        cfg.set_section(name, section)
     return render(cfg)
 
 
@@ -371,10 +374,10 @@ def test_cli_flags_frozen():
         ("srp", "srp", lambda c: c.template.kind == TemplateKind.PAPER),
         ("srp_special", "srp", lambda c: c.template.kind == TemplateKind.SPECIAL),
         ("raw", "raw", lambda c: True),
-        ("filter", "filter", lambda c: c.filter.level == FilterLevel.SEGMENT),
-        ("filter_document", "filter", lambda c: c.filter.level == FilterLevel.DOCUMENT),
-        ("rewrite", "rewrite", lambda c: c.rewrite.source.value == "column"),
-        ("rewrite_openai", "rewrite", lambda c: c.rewrite.source.value == "openai"),
+        ("filter", "filter", lambda c: c.section("filter").level == FilterLevel.SEGMENT),
+        ("filter_document", "filter", lambda c: c.section("filter").level == FilterLevel.DOCUMENT),
+        ("rewrite", "rewrite", lambda c: c.section("rewrite").source.value == "column"),
+        ("rewrite_openai", "rewrite", lambda c: c.section("rewrite").source.value == "openai"),
         ("tag", "tag", lambda c: True),
     ],
 )

@@ -50,4 +50,4 @@ class Labeler(ABC):
 
 
 #: name -> Labeler subclass, constructed as ``cls(config_section)``.
-LABELERS: Registry[type[Labeler]] = Registry("labeler")
+LABELERS: Registry[type[Labeler]] = Registry("labeler", entry_point_group="srp_megatron.labelers")

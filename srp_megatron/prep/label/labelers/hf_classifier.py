@@ -90,7 +90,7 @@ class HFClassifierLabelerConfig:
                 seen[name.lower()] = group
 
 
-@LABELERS.register("hf-classifier")
+@LABELERS.register("hf-classifier", config=HFClassifierLabelerConfig)
 class HFClassifierLabeler(Labeler):
     """Labels segments in context with a local sequence classifier, in batches.
 

@@ -228,7 +228,7 @@ def _category_order(name: str) -> tuple[int, str]:
     return (QWEN3GUARD_CATEGORIES.index(name) if name in QWEN3GUARD_CATEGORIES else len(QWEN3GUARD_CATEGORIES), name)
 
 
-@LABELERS.register("keyword")
+@LABELERS.register("keyword", config=KeywordLabelerConfig)
 class KeywordLabeler(Labeler):
     """Heuristic labeler: phrase lists per Qwen3Guard category (see the module doc; not a classifier)."""
 

@@ -59,7 +59,7 @@ class OpenAILabelerConfig(EndpointConfig):
             raise ValueError(f"max_tokens={self.max_tokens} is too small for a guard answer: use >= 8 (default 64)")
 
 
-@LABELERS.register("openai")
+@LABELERS.register("openai", config=OpenAILabelerConfig)
 class OpenAILabeler(Labeler):
     """Labels segments in context with a guard model served over an OpenAI-compatible endpoint."""
 

@@ -47,7 +47,7 @@ class Presegmented:
     rewrites: list[str | None]
 
 
-@LABELERS.register("oracle")
+@LABELERS.register("oracle", config=OracleLabelerConfig)
 class OracleLabeler(Labeler):
     """Reads labels from the data instead of judging the text (see the module doc)."""
 
