@@ -16,9 +16,11 @@ _EXPORTS = {
     "ReflectionGPTDataset": "srp_megatron.data.dataset",
     "ReflectionGPTDatasetConfig": "srp_megatron.data.dataset",
     "check_rendered_dataset": "srp_megatron.data.dataset",
-    "ReflectionGPTDatasetProvider": "srp_megatron.data.bridge",
-    "extra_args_provider": "srp_megatron.data.megatron_lm",
-    "train_valid_test_datasets_provider": "srp_megatron.data.megatron_lm",
+    "BuildRanks": "srp_megatron.data.builder",
+    "build_datasets": "srp_megatron.data.builder",
+    "ReflectionGPTDatasetProvider": "srp_megatron.data.integrations.bridge",
+    "extra_args_provider": "srp_megatron.data.integrations.megatron_lm",
+    "train_valid_test_datasets_provider": "srp_megatron.data.integrations.megatron_lm",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,7 +1,7 @@
 """Training data: rendered datasets through megatron's builder, a resumable sampler, batches broadcast over TP.
 
-Datasets are ``BlendedMegatronDatasetBuilder(ReflectionGPTDataset, ...)`` built on TP rank 0 of the
-first and last pipeline stages (like Megatron-LM's ``is_dataset_built_on_rank``); the sampler is
+Datasets are built by ``srp_megatron.data.builder`` on TP rank 0 of the first and last pipeline stages
+(like Megatron-LM's ``is_dataset_built_on_rank``); the sampler is
 Megatron-LM's ``MegatronPretrainingSampler`` rule (consecutive global batches, this DP rank's slice of
 each), so a resumed run continues at exactly the next sample; TP rank 0 broadcasts each micro-batch
 to the other TP ranks (``get_batch_on_this_tp_rank``) and context parallelism slices it per rank.
@@ -17,8 +17,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.utils import get_attr_wrapped_model, get_batch_on_this_cp_rank
+
+from srp_megatron.data import builder as data_builder
+from srp_megatron.data.builder import BuildRanks
+from srp_megatron.data.dataset import ReflectionGPTDatasetConfig
+from srp_megatron.data.loss_policy import LossPolicy
 from srp_megatron.errors import SRPError
-from srp_megatron.formats.rendered import SPANS_SUFFIX
+from srp_megatron.formats.rendered import SPANS_SUFFIX, RenderMetadata
+from srp_megatron.train.cpu import middle_stage_batch
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +90,6 @@ class DataConfig:
 
     def loss_policy_spec(self) -> Any:
         """The resolved ``LossPolicy`` (preset plus overrides)."""
-        from srp_megatron.data.loss_policy import LossPolicy
-
         if self.loss_policy_overrides:
             return LossPolicy.resolve({"preset": self.loss_policy, **self.loss_policy_overrides})
         return LossPolicy.resolve(self.loss_policy)
@@ -104,7 +112,6 @@ def tokenizer_path(cfg: DataConfig) -> str:
     """``data.tokenizer``, else the tokenizer the first dataset was rendered with (from its ``PREFIX.json``)."""
     if cfg.tokenizer:
         return cfg.tokenizer
-    from srp_megatron.formats.rendered import RenderMetadata
 
     try:
         return RenderMetadata.load(cfg.all_prefixes()[0]).tokenizer["path"]
@@ -114,8 +121,6 @@ def tokenizer_path(cfg: DataConfig) -> str:
 
 def rendered_vocab_size(cfg: DataConfig) -> int | None:
     """The tokenizer vocabulary recorded in the first dataset's ``PREFIX.json``; None without one (plan)."""
-    from srp_megatron.formats.rendered import RenderMetadata
-
     prefixes = cfg.all_prefixes()
     try:
         return int(RenderMetadata.load(prefixes[0]).tokenizer["vocab_size"]) if prefixes else None
@@ -170,11 +175,6 @@ def build_datasets(cfg: DataConfig, tokenizer: Any, sizes: list[int], *, seq_len
 
     Must run on every rank: megatron's builder synchronises while rank 0 writes the index caches.
     """
-    from megatron.core import parallel_state
-    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-
-    from srp_megatron.data.dataset import ReflectionGPTDataset, ReflectionGPTDatasetConfig
-
     for prefix in cfg.all_prefixes():
         if not prefix.startswith(("s3://", "msc://")) and not os.path.isfile(prefix + ".idx"):
             raise SRPError(f"data: rendered dataset '{prefix}' not found ({prefix}.idx is missing; run srp render)")
@@ -189,14 +189,7 @@ def build_datasets(cfg: DataConfig, tokenizer: Any, sizes: list[int], *, seq_len
         create_attention_mask=create_attention_mask, loss_policy=cfg.loss_policy_spec(),
         return_span_types=cfg.return_span_types, **blend_kwargs,
     )
-
-    def is_built_on_rank() -> bool:
-        """As Megatron-LM: TP rank 0 of the stages that read data (first: tokens, last: labels)."""
-        return parallel_state.get_tensor_model_parallel_rank() == 0 and (
-            parallel_state.is_pipeline_first_stage() or parallel_state.is_pipeline_last_stage()
-        )
-
-    train, valid, _ = BlendedMegatronDatasetBuilder(ReflectionGPTDataset, sizes, is_built_on_rank, config).build()
+    train, valid, _ = data_builder.build_datasets(config, sizes, BuildRanks.data_stages)
     return train, valid
 
 
@@ -231,8 +224,6 @@ def build_loader(dataset: Any, consumed_samples: int, micro_batch_size: int, num
     """A DataLoader over ``dataset`` for this DP rank, starting at ``consumed_samples``; None without a dataset."""
     if dataset is None:
         return None
-    import torch
-    from megatron.core import parallel_state
 
     sampler = PretrainingSampler(
         len(dataset),
@@ -253,9 +244,6 @@ def build_loader(dataset: Any, consumed_samples: int, micro_batch_size: int, num
 def chunk_iterators(loader: Any, model_chunks: list) -> list:
     """A fresh iterator of ``loader`` for each model chunk that reads data (first or last pipeline stage),
     None for the others, as Megatron-LM passes them to the interleaved schedule."""
-    from megatron.core import parallel_state
-    from megatron.core.utils import get_attr_wrapped_model
-
     out = []
     for chunk in model_chunks:
         vp = get_attr_wrapped_model(chunk, "vp_stage", allow_none=True)
@@ -287,8 +275,6 @@ class BatchSpec:
 
     def empty(self, key: str, device: Any) -> Any:
         """A receive buffer for ``key``."""
-        import torch
-
         b, s = self.micro_batch_size, self.seq_length
         if key == "attention_mask":
             return torch.empty((b, 1, s, s), dtype=torch.bool, device=device)
@@ -302,15 +288,9 @@ def get_batch(data_iterator: Iterator | None, spec: BatchSpec, device: Any, vp_s
     Middle pipeline stages get an empty dict (their input comes from the previous stage; on CPU, with the local
     spec, the causal mask: ``train/cpu.py``).
     """
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-    from megatron.core.utils import get_batch_on_this_cp_rank
-
     first = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
     last = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
     if not (first or last):
-        from srp_megatron.train.cpu import middle_stage_batch
-
         return middle_stage_batch(spec.seq_length, spec.attention_mask, device)
     keys = spec.keys(first, last)
     if parallel_state.get_tensor_model_parallel_rank() == 0:

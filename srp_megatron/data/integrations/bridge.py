@@ -16,6 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from megatron.core.utils import log_single_rank
+
+from srp_megatron.data.builder import BuildRanks, build_datasets
+from srp_megatron.data.dataset import ReflectionGPTDatasetConfig
 from srp_megatron.data.loss_policy import DEFAULT_POLICY, LossPolicy
 
 logger = logging.getLogger(__name__)
@@ -103,8 +107,6 @@ class ReflectionGPTDatasetProvider(_DatasetProviderBase):
 
     def dataset_config(self, tokenizer: Any):
         """The ``ReflectionGPTDatasetConfig`` these fields describe."""
-        from srp_megatron.data.dataset import ReflectionGPTDatasetConfig
-
         return ReflectionGPTDatasetConfig(
             random_seed=self.random_seed,
             sequence_length=self.seq_length,
@@ -127,17 +129,9 @@ class ReflectionGPTDatasetProvider(_DatasetProviderBase):
 
     def build_datasets(self, context: Any) -> tuple[Any, Any, Any]:
         """Bridge's protocol: train/valid/test splits for ``context``'s sample counts and tokenizer."""
-        from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-        from megatron.core.utils import log_single_rank
-
-        from srp_megatron.data.dataset import ReflectionGPTDataset
-
         tokenizer = getattr(context, "tokenizer", None) or self.tokenizer
         config = self.dataset_config(tokenizer)
         sizes = [context.train_samples, context.valid_samples, context.test_samples]
         log_single_rank(logger, logging.INFO, f"building SRP datasets {sizes}, loss policy {config.loss_policy}")
         # Bridge builds its GPT datasets on every rank (each TP rank loads its own batches).
-        train_ds, valid_ds, test_ds = BlendedMegatronDatasetBuilder(
-            ReflectionGPTDataset, sizes, lambda: True, config
-        ).build()
-        return train_ds, valid_ds, test_ds
+        return build_datasets(config, sizes, BuildRanks.every)

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from srp_megatron.data import compat
+from srp_megatron.data.builder import BuildRanks, build_datasets
+from srp_megatron.data.dataset import ReflectionGPTDatasetConfig
 from srp_megatron.data.loss_policy import DEFAULT_POLICY, PRESET_KEY, LossPolicy
 from srp_megatron.errors import SRPError
-
-if TYPE_CHECKING:
-    from srp_megatron.data.dataset import ReflectionGPTDatasetConfig
 
 #: Megatron-LM argument -> GPTDatasetConfig field, as pretrain_gpt.py's core_gpt_dataset_config_from_args
 #: maps them. Fields the installed megatron-core lacks, and arguments an older Megatron-LM lacks, are skipped.
@@ -88,8 +86,6 @@ def dataset_config_from_args(
     args: Any, tokenizer: Any, blend: Any, blend_per_split: Any
 ) -> ReflectionGPTDatasetConfig:
     """``ReflectionGPTDatasetConfig`` from Megatron-LM's parsed arguments (incl. the ``--srp-*`` flags)."""
-    from srp_megatron.data.dataset import ReflectionGPTDatasetConfig
-
     unsupported = [flag for attr, flag in _UNSUPPORTED.items() if getattr(args, attr, False)]
     if unsupported:
         raise SRPError(f"{', '.join(unsupported)}: not supported with SRP datasets; use pretrain_gpt.py's provider")
@@ -113,33 +109,23 @@ def dataset_config_from_args(
     )
 
 
-def _is_dataset_built_on_rank(vp_stage: int | None = None) -> bool:
-    """pretrain_gpt.py's rule: tensor-parallel rank 0 of the stages that read tokens or labels."""
-    from megatron.core import parallel_state
-    from megatron.training import get_args
-    from megatron.training.utils import is_first_or_last_pipeline_stage
-
-    if parallel_state.get_tensor_model_parallel_rank() != 0:
-        return False
-    # Multi-token-prediction layers may sit on middle stages and need labels: building there is harmless.
-    return is_first_or_last_pipeline_stage(vp_stage) or bool(getattr(get_args(), "mtp_num_layers", None))
-
-
 def train_valid_test_datasets_provider(train_val_test_num_samples: list[int], vp_stage: int | None = None):
-    """Build the train, valid and test ``ReflectionGPTDataset`` splits for Megatron-LM's ``pretrain()``."""
-    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    """Build the train, valid and test ``ReflectionGPTDataset`` splits for Megatron-LM's ``pretrain()``.
+
+    Built where ``pretrain_gpt.py`` builds: tensor-parallel rank 0 of the stages that read tokens or labels
+    (and of middle stages when multi-token-prediction layers may sit there and need labels).
+    """
+    # megatron.training is Megatron-LM's, not megatron-core's: imported only when Megatron-LM runs the provider.
     from megatron.training import get_args, get_tokenizer, print_rank_0
     from megatron.training.utils import get_blend_and_blend_per_split
-
-    from srp_megatron.data.dataset import ReflectionGPTDataset
 
     args = get_args()
     blend, blend_per_split = get_blend_and_blend_per_split(args)
     config = dataset_config_from_args(args, get_tokenizer(), blend, blend_per_split)
     print_rank_0(f"> building SRP train, validation, and test datasets (loss policy {config.loss_policy}) ...")
-    train_ds, valid_ds, test_ds = BlendedMegatronDatasetBuilder(
-        ReflectionGPTDataset, train_val_test_num_samples, partial(_is_dataset_built_on_rank, vp_stage), config
-    ).build()
+    mtp = bool(getattr(args, "mtp_num_layers", None))
+    train_ds, valid_ds, test_ds = build_datasets(config, train_val_test_num_samples, BuildRanks.data_stages,
+                                                 vp_stage=vp_stage, middle_stages=mtp)
     print_rank_0("> finished creating SRP datasets ...")
     return train_ds, valid_ds, test_ds
 

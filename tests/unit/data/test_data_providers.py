@@ -12,9 +12,9 @@ import pytest
 import torch
 from megatron.core.datasets.utils import get_blend_from_list
 
-from srp_megatron.data.bridge import HAVE_BRIDGE, ReflectionGPTDatasetProvider
 from srp_megatron.data.dataset import ReflectionGPTDataset
-from srp_megatron.data.megatron_lm import extra_args_provider, train_valid_test_datasets_provider
+from srp_megatron.data.integrations.bridge import HAVE_BRIDGE, ReflectionGPTDatasetProvider
+from srp_megatron.data.integrations.megatron_lm import extra_args_provider, train_valid_test_datasets_provider
 from srp_megatron.errors import SRPError
 
 SIZES = [40, 4, 4]
@@ -55,12 +55,12 @@ def fake_megatron_training(monkeypatch, tokenizer):
     utils = types.ModuleType("megatron.training.utils")
     # Megatron-LM's --data-path handling: [weight prefix ...] -> (prefixes, weights)
     utils.get_blend_and_blend_per_split = lambda args: (get_blend_from_list(args.data_path), None)
-    utils.is_first_or_last_pipeline_stage = lambda vp_stage: True
     monkeypatch.setitem(sys.modules, "megatron.training", training)
     monkeypatch.setitem(sys.modules, "megatron.training.utils", utils)
     from megatron.core import parallel_state
 
     monkeypatch.setattr(parallel_state, "get_tensor_model_parallel_rank", lambda: 0)
+    monkeypatch.setattr(parallel_state, "is_pipeline_first_stage", lambda ignore_virtual=True, vp_stage=None: True)
     return state
 
 
@@ -165,6 +165,7 @@ def test_bridge_provider_rules(options, error, message):
 
 def test_providers_import_without_the_upstream_packages():
     code = ("import sys; sys.modules['megatron.training'] = None; sys.modules['megatron.bridge'] = None; "
-            "import srp_megatron.data.megatron_lm, srp_megatron.data.bridge as b; assert not b.HAVE_BRIDGE")
+            "import srp_megatron.data.integrations.megatron_lm, srp_megatron.data.integrations.bridge as b; "
+            "assert not b.HAVE_BRIDGE")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert not HAVE_BRIDGE or ReflectionGPTDatasetProvider.__mro__[1].__module__.startswith("megatron.bridge")
