@@ -28,10 +28,10 @@ import time
 KEYWORD_TARGET_MBS = 20.0
 RSS_LIMIT_MB = 2048.0
 FILE_BYTES = 256 * 1024 * 1024
-# The stage's entry point, as `srp label` calls it (the spawn-safe __main__ guard is not needed: workers=1).
+# The command module, as `srp label` calls it (the spawn-safe __main__ guard is not needed: workers=1).
 SCRIPT = (
     "import argparse, sys\n"
-    "from srp_megatron.prep.label import stage as labeling\n"
+    "from srp_megatron.cli import label as labeling\n"
     "p = argparse.ArgumentParser(); labeling.add_arguments(p)\n"
     "sys.exit(labeling.main(p.parse_args()))\n"
 )

@@ -55,7 +55,7 @@ def build_corpus(work: str, num_docs: int) -> str:
 def make_trainer(work: str, prefix: str, name: str, steps: int, extra: list[str]):
     """A ``tiny-cpu`` trainer that can run ``steps`` iterations without saving or evaluating."""
     from srp_megatron.train.config import load_pretrain_config
-    from srp_megatron.train.driver import Trainer
+    from srp_megatron.train.trainer import Trainer
 
     cfg = load_pretrain_config("tiny-cpu", [
         f"data.paths=[{prefix}]", f"logging.run_dir={os.path.join(work, name)}", f"training.train_iters={steps}",

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-BENCHES = ["bench_label.py", "bench_render.py", "bench_dataset.py", "bench_step.py"]
+BENCHES = ["bench_cli.py", "bench_label.py", "bench_render.py", "bench_dataset.py", "bench_step.py"]
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Everything below runs on CPU in a few minutes, on a corpus generated on the fly:
+"""The demo (``srp demo``): everything below runs on CPU in a few minutes, on a corpus generated on the fly:
 
   1. a FineWeb-Edu-like JSONL corpus (with a few deliberately bad records, counted not lost);
   2. a small byte-level BPE tokenizer trained on it (the machines cannot download real ones);
@@ -11,10 +11,18 @@ Outputs land in --out; the summary is printed and saved as summary.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
+
+from srp_megatron.config import load_config
+from srp_megatron.prep.demo_corpus import demo_documents
+from srp_megatron.prep.label.stage import LabelConfig, run_label
+from srp_megatron.prep.render.stage import RenderConfig, render
+from srp_megatron.prep.tokenizer import train_bpe_tokenizer
+from srp_megatron.train.config import load_pretrain_config
+from srp_megatron.train.metrics import plot_losses, read_metrics
+from srp_megatron.train.trainer import run_pretrain
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +36,7 @@ DEMO_ARMS = [
 ]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``srp demo``."""
-    parser.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    parser.add_argument("--docs", type=int, default=3000, help="documents to generate (default: 3000)")
-    parser.add_argument("--train-iters", type=int, default=60, help="tiny-model training steps (0 skips training)")
-    parser.add_argument("--seed", type=int, default=0, help="corpus seed")
-
-
 def _write_corpus(path: str, num_docs: int, seed: int) -> None:
-    from srp_megatron.prep.demo_corpus import demo_documents
-
     with open(path, "w", encoding="utf-8") as f:
         for row in demo_documents(num_docs, seed=seed, cjk_share=0.05):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -49,9 +47,6 @@ def _write_corpus(path: str, num_docs: int, seed: int) -> None:
 
 
 def _label(corpus: str, out: str) -> dict:
-    from srp_megatron.config import load_config
-    from srp_megatron.prep.label.stage import LabelConfig, run_label
-
     cfg = load_config(
         LabelConfig, values={"inputs": [corpus], "out": out, "labeler": "keyword", "docs_per_unit": 1000}
     )
@@ -59,9 +54,6 @@ def _label(corpus: str, out: str) -> dict:
 
 
 def _render(labels: str, tokenizer: str, prefix: str, arm: str, template: str) -> dict:
-    from srp_megatron.config import load_config
-    from srp_megatron.prep.render.stage import RenderConfig, render
-
     values = {
         "labels_dir": labels,
         "out": prefix,
@@ -81,10 +73,6 @@ def _render(labels: str, tokenizer: str, prefix: str, arm: str, template: str) -
 
 
 def _pretrain(prefix: str, tokenizer: str, run_dir: str, iters: int) -> dict:
-    from srp_megatron.train.config import load_pretrain_config
-    from srp_megatron.train.driver import run_pretrain
-    from srp_megatron.train.metrics import plot_losses, read_metrics
-
     overrides = [
         f"data.paths=[{prefix}]",
         f"data.tokenizer={tokenizer}",
@@ -109,34 +97,30 @@ def _pretrain(prefix: str, tokenizer: str, run_dir: str, iters: int) -> dict:
     }
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run the demo and print its summary."""
-    from srp_megatron.prep.demo_corpus import demo_documents
-    from srp_megatron.prep.tokenizer import train_bpe_tokenizer
-
-    os.makedirs(args.out, exist_ok=True)
-    corpus = os.path.join(args.out, "corpus.jsonl")
-    _write_corpus(corpus, args.docs, args.seed)
+def run_demo(out: str, docs: int = 3000, train_iters: int = 60, seed: int = 0) -> dict:
+    """Run the demo in ``out``, print its summary table and return the summary (also saved as summary.json)."""
+    os.makedirs(out, exist_ok=True)
+    corpus = os.path.join(out, "corpus.jsonl")
+    _write_corpus(corpus, docs, seed)
     tokenizer = train_bpe_tokenizer(
-        (d["text"] for d in demo_documents(args.docs, seed=args.seed, cjk_share=0.05)),
-        os.path.join(args.out, "tokenizer"),
+        (d["text"] for d in demo_documents(docs, seed=seed, cjk_share=0.05)),
+        os.path.join(out, "tokenizer"),
         vocab_size=2048,
     )
-    labels_dir = os.path.join(args.out, "labels")
+    labels_dir = os.path.join(out, "labels")
     manifest = _label(corpus, labels_dir)
     summary: dict = {"label": {k: manifest[k] for k in ("docs_in", "docs_ok", "docs_skipped", "segments", "labels")}}
     summary["render"] = {
-        name: _render(labels_dir, tokenizer, os.path.join(args.out, "data", name), arm, template)
+        name: _render(labels_dir, tokenizer, os.path.join(out, "data", name), arm, template)
         for name, arm, template in DEMO_ARMS
     }
-    if args.train_iters > 0:
-        summary["pretrain"] = _pretrain(
-            os.path.join(args.out, "data", "srp"), tokenizer, os.path.join(args.out, "run"), args.train_iters
-        )
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
+    if train_iters > 0:
+        summary["pretrain"] = _pretrain(os.path.join(out, "data", "srp"), tokenizer, os.path.join(out, "run"),
+                                        train_iters)
+    with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     _print_summary(summary)
-    return 0
+    return summary
 
 
 def _print_summary(summary: dict) -> None:

@@ -52,7 +52,7 @@ def train(run_dir: str, prefix: str, *overrides: str, steps: int | None = None) 
     """Train ``tiny-cpu`` in this process (``steps`` train_steps, or the whole run) and return its records."""
     from srp_megatron.train.config import load_pretrain_config
     from srp_megatron.train.distributed import teardown
-    from srp_megatron.train.driver import Trainer
+    from srp_megatron.train.trainer import Trainer
 
     cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{prefix}]", f"logging.run_dir={run_dir}", *FAST, *overrides])
     with single_thread():

@@ -15,13 +15,14 @@ attention, logits). These are estimates for choosing a layout, not guarantees.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from srp_megatron.errors import SRPError
-from srp_megatron.train.gpus import GIB, GPUS, get_gpu
+from srp_megatron.train.config import load_pretrain_config
+from srp_megatron.train.data import rendered_vocab_size
+from srp_megatron.train.gpus import GIB, get_gpu
 from srp_megatron.train.model import ModelConfig, analytic_parameter_count, padded_vocab_size
 from srp_megatron.train.parallel import ParallelConfig
 from srp_megatron.train.precision import DType, PrecisionConfig
@@ -310,33 +311,17 @@ def format_report(report: PlanReport) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``srp plan``."""
-    parser.add_argument("config", help="pretraining YAML (as for srp pretrain)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. parallel.tensor_model_parallel_size=4")
-    parser.add_argument("--gpus", type=int, required=True, help="number of GPUs (the world size)")
-    parser.add_argument("--gpu", default="h100-80gb", choices=sorted(GPUS), help="GPU type (default: h100-80gb)")
-    parser.add_argument("--mfu", type=float, default=0.40, help="model FLOPs utilisation to assume (default: 0.40)")
-    parser.add_argument("--headroom", type=float, default=0.05,
-                        help="fraction of GPU memory kept free for allocator fragmentation (default: 0.05)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run ``srp plan``: 0 when the layout fits or is tight (an estimate; launch scripts go on), 1 when it does not."""
-    from srp_megatron.train.config import load_pretrain_config
-    from srp_megatron.train.data import rendered_vocab_size
-
-    cfg = load_pretrain_config(args.config, args.overrides)
+def plan_from_config(config: str, overrides: Sequence[str], *, gpus: int, gpu: str, mfu: float = 0.40,
+                     headroom: float = 0.05) -> PlanReport:
+    """The plan of a pretraining config (file or ``conf/pretrain`` name) with ``key=value`` overrides."""
+    cfg = load_pretrain_config(config, overrides)
     t = cfg.training
     # As srp pretrain: the tokenizer's vocabulary wins; here read from PREFIX.json, so no tokenizer is loaded.
     vocab_size = rendered_vocab_size(cfg.data)
     if vocab_size is None and cfg.model.vocab_size is None:
         raise SRPError("model.vocab_size is null and data.paths names no rendered dataset (its PREFIX.json records "
                        "the tokenizer's vocabulary): set model.vocab_size or data.paths")
-    report = estimate(cfg.model, cfg.precision, cfg.parallel, seq_length=t.seq_length,
-                      micro_batch_size=t.micro_batch_size, global_batch_size=t.global_batch_size,
-                      recompute=t.recompute, recompute_num_layers=t.recompute_num_layers, gpus=args.gpus,
-                      gpu=args.gpu, mfu=args.mfu, headroom=args.headroom, vocab_size=vocab_size)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
-    return 1 if report.verdict == "does not fit" else 0
+    return estimate(cfg.model, cfg.precision, cfg.parallel, seq_length=t.seq_length,
+                    micro_batch_size=t.micro_batch_size, global_batch_size=t.global_batch_size,
+                    recompute=t.recompute, recompute_num_layers=t.recompute_num_layers, gpus=gpus,
+                    gpu=gpu, mfu=mfu, headroom=headroom, vocab_size=vocab_size)

@@ -1,15 +1,9 @@
-"""Train a megatron-core ``GPTModel`` on rendered SRP datasets: ``srp pretrain CONFIG [key=value ...]``.
-
-Run it directly (one process: CPU, or one GPU) or under ``torchrun`` / ``srun`` for several GPUs and
-nodes. CONFIG is a YAML file or a name in ``conf/pretrain/`` (``tiny-cpu``, ``smollm2-1.7b-srp``,
-``llama3-8b-srp-fp8``, ``llama3-70b-srp``); overrides are dotted keys, e.g. ``training.train_iters=100
-data.paths=[/data/fineweb_srp]``. Outputs go to ``logging.run_dir``: the resolved ``config.yaml``,
-``metrics.jsonl``, TensorBoard events and checkpoints. A run resumes from its latest checkpoint.
+"""The ``srp pretrain`` trainer (usage: ``srp pretrain --help``): a megatron-core ``GPTModel`` trained on rendered
+SRP datasets through megatron's own schedules, optimizer and checkpointing, on CPU (gloo) or GPUs (NCCL).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import math
@@ -18,8 +12,35 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state, tensor_parallel
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+from megatron.core.pipeline_parallel import get_forward_backward_func
+from megatron.core.transformer.module import Float16Module
+from megatron.core.utils import get_attr_wrapped_model
+
+from srp_megatron.config.loader import to_dict
 from srp_megatron.errors import SRPError
-from srp_megatron.train.config import PretrainConfig, load_pretrain_config, write_resolved_config
+from srp_megatron.formats.rendered import SpanType
+from srp_megatron.prep.tokenizer import load_tokenizer
+from srp_megatron.train import checkpoint, distributed
+from srp_megatron.train.checkpoint import save_checkpoint
+from srp_megatron.train.config import PretrainConfig, write_resolved_config
+from srp_megatron.train.cpu import cuda_calls_on_cpu
+from srp_megatron.train.data import BatchSpec, build_datasets, build_loader, chunk_iterators, get_batch, tokenizer_path
+from srp_megatron.train.distributed import teardown
+from srp_megatron.train.gpus import runtime_compute_capability
+from srp_megatron.train.metrics import (
+    MetricsProcessor,
+    loss_func,
+    num_floating_point_operations,
+    peak_flops_per_gpu,
+    report_metrics,
+)
+from srp_megatron.train.model import build_gpt_model, build_transformer_config, padded_vocab_size, te_available
+from srp_megatron.train.optim import build_optimizer, build_scheduler, current_lr
+from srp_megatron.train.validation import validate_layout
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +50,6 @@ class Trainer:
     optimizer, scheduler, data, checkpoint resume, metrics. ``train()`` runs it; ``close()`` ends it."""
 
     def __init__(self, cfg: PretrainConfig):
-        from srp_megatron.formats.rendered import SpanType
-        from srp_megatron.prep.tokenizer import load_tokenizer
-        from srp_megatron.train import distributed
-        from srp_megatron.train.data import BatchSpec, build_loader, chunk_iterators, tokenizer_path
-        from srp_megatron.train.gpus import runtime_compute_capability
-        from srp_megatron.train.validation import validate_layout
-
         self.cfg = cfg
         cfg.require_data()
         t, p = cfg.training, cfg.parallel
@@ -74,19 +88,10 @@ class Trainer:
 
     # -- construction ------------------------------------------------------------------------------
     def _uses_te(self) -> bool:
-        from srp_megatron.train.model import te_available
-
         return self.env.on_gpu and te_available()
 
     def _build_model(self) -> list:
         """Model chunks (one per virtual pipeline stage), on device, 16-bit wrapped, in megatron's DDP."""
-        import torch
-        from megatron.core import parallel_state, tensor_parallel
-        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-        from megatron.core.transformer.module import Float16Module
-
-        from srp_megatron.train.model import build_gpt_model, build_transformer_config
-
         cfg = self.cfg
         self.tconfig = build_transformer_config(
             cfg.model, cfg.precision, cfg.parallel, recompute=cfg.training.recompute.value,
@@ -117,10 +122,6 @@ class Trainer:
         return chunks
 
     def _build_optimizer_and_scheduler(self) -> None:
-        from megatron.core.distributed import finalize_model_grads
-
-        from srp_megatron.train.optim import build_optimizer, build_scheduler
-
         cfg, tc = self.cfg, self.tconfig
         self.optimizer = build_optimizer(
             self.model, cfg.optimizer, bf16=tc.bf16, fp16=tc.fp16, params_dtype=tc.params_dtype,
@@ -146,8 +147,6 @@ class Trainer:
             tc.param_sync_func = per_chunk("start_param_sync")
 
     def _build_datasets(self) -> tuple:
-        from srp_megatron.train.data import build_datasets
-
         t = self.cfg.training
         # Every evaluation reads the same first eval_iters global batches of the validation split.
         sizes = [t.train_iters * t.global_batch_size, t.eval_iters * t.global_batch_size if t.eval_interval else 0, 0]
@@ -155,8 +154,6 @@ class Trainer:
                               cache_dir=self.cfg.data_cache_dir, create_attention_mask=self.batch_spec.attention_mask)
 
     def _resume(self) -> None:
-        from srp_megatron.train import checkpoint
-
         ck = self.cfg.checkpoint
         if ck.save_at_end or ck.save_interval or self.cfg.training.exit_interval:
             checkpoint.require_checkpoint_dependencies()  # fail now, not at the first save
@@ -172,17 +169,11 @@ class Trainer:
         self.load_state_dict(progress)
 
     def _build_metrics(self):
-        from srp_megatron.config.loader import to_dict
-        from srp_megatron.train.metrics import MetricsProcessor, num_floating_point_operations, peak_flops_per_gpu
-        from srp_megatron.train.model import padded_vocab_size
-
         t = self.cfg.training
         vocab = padded_vocab_size(self.cfg.model, self.cfg.parallel.tp, self.tokenizer.vocab_size)
         flops = num_floating_point_operations(self.tconfig, vocab, t.seq_length, t.global_batch_size)
         peak = None
         if self.env.on_gpu:
-            import torch
-
             peak = peak_flops_per_gpu(torch.cuda.get_device_name())
         return MetricsProcessor(
             self.cfg.logging, writer=self.env.is_last_rank, train_iters=t.train_iters,
@@ -204,11 +195,6 @@ class Trainer:
     # -- one step ------------------------------------------------------------------------------
     def _forward_step(self, data_iterator: Any, model: Any):
         """megatron's ``forward_step_func``: a micro-batch through ``model``, with its loss function."""
-        from megatron.core.utils import get_attr_wrapped_model
-
-        from srp_megatron.train.data import get_batch
-        from srp_megatron.train.metrics import loss_func
-
         vp_stage = get_attr_wrapped_model(model, "vp_stage", allow_none=True)
         batch = get_batch(data_iterator, self.batch_spec, self.env.device, vp_stage)
         output = model(batch.get("tokens"), batch.get("position_ids"), batch.get("attention_mask"),
@@ -217,14 +203,7 @@ class Trainer:
 
     def _forward_backward(self, iterators: list, forward_only: bool) -> Any:
         """All micro-batches of one global batch; returns the report summed over DP/CP ranks (every rank)."""
-        import torch
-        import torch.distributed as dist
-        from megatron.core import parallel_state
-
         t = self.cfg.training
-        from megatron.core.pipeline_parallel import get_forward_backward_func
-
-        from srp_megatron.train.cpu import cuda_calls_on_cpu
 
         with cuda_calls_on_cpu():
             reports = get_forward_backward_func()(
@@ -253,10 +232,6 @@ class Trainer:
     def train_step(self) -> dict:
         """One optimizer step: micro-batches with gradient accumulation, loss over the global trained tokens,
         finite check, clipping and AdamW (megatron's optimizer), schedule. Returns the step's metrics."""
-        from srp_megatron.train.cpu import cuda_calls_on_cpu
-        from srp_megatron.train.metrics import report_metrics
-        from srp_megatron.train.optim import current_lr
-
         for chunk in self.model:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
@@ -281,11 +256,6 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Validation loss (total and per span type) over ``eval_iters`` global batches from sample 0."""
-        import torch
-
-        from srp_megatron.train.data import chunk_iterators
-        from srp_megatron.train.metrics import report_metrics
-
         iterators = chunk_iterators(self.valid_loader, self.model)
         for chunk in self.model:
             chunk.eval()
@@ -300,8 +270,6 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint the run at the current iteration."""
-        from srp_megatron.train.checkpoint import save_checkpoint
-
         save_checkpoint(self.cfg.checkpoint, self.cfg.checkpoint_dir, self.iteration, self.model, self.optimizer,
                         self.scheduler, progress=self.state_dict(),
                         use_distributed_optimizer=self.cfg.parallel.use_distributed_optimizer,
@@ -309,8 +277,6 @@ class Trainer:
 
     def train(self) -> None:
         """Train from the current iteration to ``train_iters``: log, evaluate and save on their intervals."""
-        from srp_megatron.train.metrics import report_metrics
-
         t, ck = self.cfg.training, self.cfg.checkpoint
         if self.iteration >= t.train_iters:
             logger.info("nothing to do: iteration %d >= training.train_iters=%d", self.iteration, t.train_iters)
@@ -361,18 +327,8 @@ class Trainer:
         self.metrics.close()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``srp pretrain CONFIG [key=value ...]``."""
-    parser.add_argument("config",
-                        help="pretraining YAML, or a name in conf/pretrain (tiny-cpu, smollm2-1.7b-srp, ...)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. training.train_iters=100 data.paths=[/data/fineweb_srp]")
-
-
 def run_pretrain(cfg: PretrainConfig) -> str:
     """Train per ``cfg`` and tear the process groups down on every path; returns the run directory."""
-    from srp_megatron.train.distributed import teardown
-
     trainer = None
     try:
         trainer = Trainer(cfg)
@@ -382,9 +338,3 @@ def run_pretrain(cfg: PretrainConfig) -> str:
             trainer.close()
         teardown()
     return cfg.logging.run_dir
-
-
-def main(args: argparse.Namespace) -> int:
-    """Load the config and train."""
-    run_pretrain(load_pretrain_config(args.config, args.overrides))
-    return 0

@@ -67,9 +67,9 @@ def measure(args: argparse.Namespace, prefix: str, run_dir: str) -> dict:
 
     from srp_megatron.train.config import load_pretrain_config
     from srp_megatron.train.distributed import teardown
-    from srp_megatron.train.driver import Trainer
     from srp_megatron.train.metrics import read_metrics
     from srp_megatron.train.model import te_available
+    from srp_megatron.train.trainer import Trainer
 
     te = te_available()
     mbs = args.micro_batch_size or (2 if te else 1)

@@ -25,7 +25,7 @@ def _run(run_dir: str, srp_prefix: str, *overrides: str) -> tuple[list[dict], di
 
     from srp_megatron.train.config import load_pretrain_config
     from srp_megatron.train.distributed import teardown
-    from srp_megatron.train.driver import Trainer
+    from srp_megatron.train.trainer import Trainer
 
     cfg = load_pretrain_config("smollm2-1.7b-srp", [
         f"data.paths=[{srp_prefix}]", f"logging.run_dir={run_dir}", "model.num_layers=2", "training.seq_length=512",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from srp_megatron.cli import COMMANDS, main
@@ -31,3 +34,33 @@ def test_unknown_arguments_are_refused():
     with pytest.raises(SystemExit) as exc:
         main(["plan", "tiny-cpu", "--gpus", "1", "--no-such-flag"])
     assert exc.value.code == 2
+
+
+def test_every_subcommand_has_help(capsys):
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0
+        assert f"usage: srp {name}" in capsys.readouterr().out
+
+
+def _run(code: str) -> None:
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_command_modules_are_light():
+    # Importing every command module loads no heavy library: each imports its implementation inside main().
+    _run("import importlib, sys\n"
+         "from srp_megatron.cli import COMMANDS\n"
+         "for module, _ in COMMANDS.values(): importlib.import_module(module)\n"
+         "heavy = {m.split('.')[0] for m in sys.modules} & {'torch', 'megatron', 'transformers', 'numpy', 'pyarrow',"
+         " 'omegaconf', 'tokenizers'}\n"
+         "assert not heavy, heavy\n")
+
+
+def test_top_level_help_imports_no_command_module():
+    _run("import sys\n"
+         "from srp_megatron.cli import main\n"
+         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+         "loaded = sorted(m for m in sys.modules if m.startswith('srp_megatron.cli.'))\n"
+         "assert not loaded, loaded\n")

@@ -1,21 +1,14 @@
-"""The render stage: a labels directory -> a Megatron ``.bin/.idx`` dataset with per-token span types.
+"""The ``srp render`` stage (usage: ``srp render --help``): a labels directory -> a Megatron ``.bin/.idx``
+dataset with per-token span types (format: ``srp_megatron.formats.rendered``).
 
-Usage::
-
-    srp render LABELS_DIR --tokenizer PATH --arm srp --out PREFIX [--template paper|special]
-    srp render LABELS_DIR --config filter_document --tokenizer PATH --out PREFIX filter.drop=[unsafe]
-    srp render LABELS_DIR --tokenizer PATH --out data/srp_{shard} --num-shards 16 --shard-index $SLURM_ARRAY_TASK_ID
-
-Writes ``PREFIX.bin/.idx`` (tokens, EOD after each document), ``PREFIX_spans.bin/.idx`` (a span type per
-token: 0 text, 1 reflection, 2 reflection_marker, 3 unsafe_text), ``PREFIX.json`` (arm, template,
-tokenizer identity, counts) and, for the ``special`` template, the extended tokenizer ``PREFIX_tokenizer/``.
-Presets: ``conf/render/*.yaml``; any option can be set as ``key=value``. With ``--num-shards N --shard-index I``
-the task renders only the label units ``u % N == I`` (memory grows with the documents of one prefix).
+Documents stream from the labels directory in batches; the arm lays each out as text pieces and reflections
+(``arms.py``), all text pieces of a batch are tokenized in one call and the reflections come from the template's
+cache (``templates.py``). Files are written under a ``.partial`` name and moved into place when every input
+segment and document is accounted for (written or counted as dropped); ``PREFIX.json`` goes last.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -26,6 +19,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 import numpy as np
+from tqdm import tqdm
 
 from srp_megatron.errors import SRPError
 from srp_megatron.formats.labels import Label, LabelledDocument, iter_labelled_documents, read_manifest
@@ -36,7 +30,6 @@ from srp_megatron.formats.rendered import (
     RenderedDatasetWriter,
     RenderMetadata,
     SpanType,
-    spans_prefix,
 )
 from srp_megatron.prep.render.arms import ARMS, Arm, TextPiece
 from srp_megatron.prep.render.inputs import ExpectedCounts, expected_counts, select_units
@@ -221,8 +214,6 @@ def _write(
     total: int | None,
 ) -> _Totals:
     """Stream the selected units of the labels directory through the arm into the partial dataset files."""
-    from tqdm import tqdm
-
     totals = _Totals()
     writer = RenderedDatasetWriter(cfg.prefix + PARTIAL_SUFFIX, tokenizer.vocab_size)
     start = time.monotonic()
@@ -336,40 +327,3 @@ def _metadata(
         segments_in=totals.segments_in,
         arm_counts=dict(sorted(arm.counts.items())),
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``srp render``."""
-    parser.add_argument("labels_dir", metavar="LABELS_DIR", help="labels directory written by srp label")
-    parser.add_argument("--tokenizer", metavar="PATH", help="tokenizer directory (Hugging Face or megatron-core)")
-    parser.add_argument("--tokenizer-kind", choices=[k.value for k in TokenizerKind], help="default: auto")
-    parser.add_argument("--arm", choices=ARMS.names(), help="experiment arm (default: srp)")
-    parser.add_argument("--out", metavar="PREFIX", help="output prefix: PREFIX.bin/.idx, PREFIX_spans.*, PREFIX.json; "
-                        "{shard} in it becomes the 5-digit shard index")
-    parser.add_argument("--template", choices=[k.value for k in TemplateKind], help="reflection template "
-                        "(default: paper)")
-    parser.add_argument("--num-shards", type=int, help="tasks of an array job, one prefix each (default: 1)")
-    parser.add_argument("--shard-index", type=int, help="this task's shard, e.g. $SLURM_ARRAY_TASK_ID")
-    parser.add_argument("-c", "--config", action="append", default=[], metavar="YAML",
-                        help="preset in conf/render (e.g. filter_document) or a YAML file; repeatable, later wins")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides, e.g. filter.level=document")
-
-
-def main(args: argparse.Namespace) -> int:
-    """Entry point of ``srp render``."""
-    from srp_megatron.config import load_config
-    from srp_megatron.config.loader import resolve_preset
-
-    values: dict = {k: getattr(args, k) for k in ("labels_dir", "out", "arm", "num_shards", "shard_index")}
-    tokenizer = {"path": args.tokenizer, "kind": args.tokenizer_kind}
-    values["tokenizer"] = {k: v for k, v in tokenizer.items() if v is not None} or None
-    values["template"] = {"kind": args.template} if args.template else None
-    paths = [resolve_preset(p, "render") for p in args.config]
-    cfg = load_config(RenderConfig, paths, args.overrides, values)
-    meta = render(cfg)
-    print(
-        f"srp render: {meta.documents} documents, {meta.tokens} tokens, {meta.reflections} reflections "
-        f"-> {cfg.prefix}.bin/.idx, {spans_prefix(cfg.prefix)}.bin/.idx, {cfg.prefix}.json"
-    )
-    return 0

@@ -17,16 +17,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from srp_megatron.cli.label import add_arguments, main
 from srp_megatron.config import ConfigError, load_config
 from srp_megatron.errors import SRPError
 from srp_megatron.formats.labels import SEGMENTS_SCHEMA, iter_labelled_documents
 from srp_megatron.prep.demo_corpus import demo_documents
-from srp_megatron.prep.label.stage import LabelConfig, add_arguments, main, run_label
+from srp_megatron.prep.label.stage import LabelConfig, run_label
 
-# The stage's own entry point, as `srp label` runs it (cli.py wires these two functions).
+# The command module, as `srp label` runs it (srp_megatron.cli wires these two functions).
 SCRIPT = (
     "import argparse, sys\n"
-    "from srp_megatron.prep.label import stage as labeling\n"
+    "from srp_megatron.cli import label as labeling\n"
     "p = argparse.ArgumentParser(); labeling.add_arguments(p)\n"
     "sys.exit(labeling.main(p.parse_args()))\n"
 )

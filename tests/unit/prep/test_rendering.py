@@ -316,7 +316,7 @@ def test_megatron_tokenizer_renders_the_same(labels_dir, tmp_path, tiny_tokenize
 def _parse(argv):
     import argparse
 
-    from srp_megatron.prep.render import stage as rendering
+    from srp_megatron.cli import render as rendering
 
     parser = argparse.ArgumentParser()
     rendering.add_arguments(parser)
@@ -324,7 +324,7 @@ def _parse(argv):
 
 
 def test_cli(labels_dir, tmp_path, tiny_tokenizer_dir, capsys):
-    from srp_megatron.prep.render.stage import main
+    from srp_megatron.cli.render import main
 
     out = str(tmp_path / "cli")
     _, args = _parse(

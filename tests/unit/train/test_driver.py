@@ -141,7 +141,7 @@ def test_report_metrics_total_is_independent_of_spans():
 
 @cpu_only
 def test_nan_loss_stops_naming_step_and_samples(tmp_path, srp_prefix, monkeypatch):
-    from srp_megatron.train import metrics
+    from srp_megatron.train import metrics, trainer
 
     real = metrics.loss_func
     calls = {"n": 0}
@@ -152,7 +152,7 @@ def test_nan_loss_stops_naming_step_and_samples(tmp_path, srp_prefix, monkeypatc
             output = output * float("nan")
         return real(loss_mask, span_types, k, output)
 
-    monkeypatch.setattr(metrics, "loss_func", poisoned)
+    monkeypatch.setattr(trainer, "loss_func", poisoned)
     with pytest.raises(SRPError, match=r"step 2: the loss is nan in the global batch of training samples 8\.\.15"):
         train(str(tmp_path / "run"), srp_prefix, *RUN, steps=3)
     assert [r["step"] for r in read_metrics(str(tmp_path / "run"))] == []  # stepped by hand: nothing logged
@@ -213,7 +213,7 @@ def test_bf16_mixed_precision_tracks_fp32(tmp_path, srp_prefix):
     from megatron.core.transformer.module import Float16Module
 
     from srp_megatron.train.distributed import teardown
-    from srp_megatron.train.driver import Trainer
+    from srp_megatron.train.trainer import Trainer
 
     run = [*RUN, "training.train_iters=6", "scheduler.warmup_iters=2", "checkpoint.save_at_end=false"]
     fp32 = train(str(tmp_path / "fp32"), srp_prefix, *run)
@@ -245,7 +245,7 @@ def test_activation_recompute_reruns_what_it_should_and_changes_no_number(tmp_pa
     """Each recompute setting (the 70B preset uses full with recompute_num_layers=1) reruns exactly the
     modules megatron should in backward, counted by forward hooks, and trains to the same numbers as none."""
     from srp_megatron.train.distributed import teardown
-    from srp_megatron.train.driver import Trainer
+    from srp_megatron.train.trainer import Trainer
 
     variants = {  # module -> forward calls per micro-batch in one training step
         "none": [], "full": ["training.recompute=full"],

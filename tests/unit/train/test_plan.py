@@ -205,10 +205,10 @@ def test_gpu_table_is_consistent():
 
 
 def run_plan(argv: list[str]) -> int:
-    """``srp plan ARGV`` through the command's own parser (as cli.py wires it)."""
+    """``srp plan ARGV`` through the command's own parser (as srp_megatron.cli wires it)."""
     import argparse
 
-    from srp_megatron.train import plan
+    from srp_megatron.cli import plan
 
     parser = argparse.ArgumentParser(prog="srp plan")
     plan.add_arguments(parser)
