@@ -83,17 +83,15 @@ def main() -> int:
     logging.basicConfig(level="WARNING")
     import torch
 
-    from srp_megatron.train.distributed import teardown
-
     torch.set_num_threads(1)
     reps, per_rep, warmup = (80, 1, 3) if args.quick else (300, 1, 5)
     with tempfile.TemporaryDirectory(prefix="bench-step-", dir=args.work) as work:
         prefix = build_corpus(work, 300 if args.quick else 600)
         steps = warmup + reps * per_rep
-        srp = make_trainer(work, prefix, "srp", steps,
-                           ["data.loss_policy=reflection_context", "data.return_span_types=true"])
-        plain = make_trainer(work, prefix, "plain", steps, ["data.loss_policy=paper", "data.return_span_types=false"])
-        try:
+        with make_trainer(work, prefix, "srp", steps,
+                          ["data.loss_policy=reflection_context", "data.return_span_types=true"]) as srp, \
+                make_trainer(work, prefix, "plain", steps,
+                             ["data.loss_policy=paper", "data.return_span_types=false"]) as plain:
             timed_steps(srp, warmup)
             timed_steps(plain, warmup)
             srp_times, plain_times = [], []
@@ -101,10 +99,6 @@ def main() -> int:
                 order = [(srp, srp_times), (plain, plain_times)]
                 for trainer, times in order if rep % 2 == 0 else order[::-1]:
                     times.append(timed_steps(trainer, per_rep))
-        finally:
-            srp.close()
-            plain.close()
-            teardown()
     ratios = [s / p for s, p in zip(srp_times, plain_times, strict=True)]
     overhead = statistics.median(ratios) - 1.0
     print(f"\nsrp pretrain step time, tiny-cpu model, {reps} interleaved repetitions x {per_rep} steps "

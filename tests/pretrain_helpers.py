@@ -51,23 +51,15 @@ def read_metrics(run_dir: str, split: str = "train") -> list[dict]:
 def train(run_dir: str, prefix: str, *overrides: str, steps: int | None = None) -> list[dict]:
     """Train ``tiny-cpu`` in this process (``steps`` train_steps, or the whole run) and return its records."""
     from srp_megatron.train.config import load_pretrain_config
-    from srp_megatron.train.distributed import teardown
     from srp_megatron.train.trainer import Trainer
 
     cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{prefix}]", f"logging.run_dir={run_dir}", *FAST, *overrides])
-    with single_thread():
-        trainer = None
-        try:
-            trainer = Trainer(cfg)
-            if steps is None:
-                trainer.train()
-            else:
-                for _ in range(steps):
-                    trainer.train_step()
-        finally:
-            if trainer is not None:
-                trainer.close()
-            teardown()
+    with single_thread(), Trainer(cfg) as trainer:
+        if steps is None:
+            trainer.train()
+        else:
+            for _ in range(steps):
+                trainer.train_step()
     return read_metrics(run_dir) if steps is None else []
 
 

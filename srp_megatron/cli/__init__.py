@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         setattr(args, dest, [*(getattr(args, dest) or []), *extra])
     # megatron-core warns at import when TE/Apex are absent; on CPU that is expected, and the trainer says so once.
     warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
+    warnings.filterwarnings("ignore", message=".*Apex is not installed.*")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args._main(args) or 0)

@@ -16,6 +16,15 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
+from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
+from megatron.core.utils import unwrap_model
+
 from srp_megatron.errors import SRPError
 
 logger = logging.getLogger(__name__)
@@ -110,19 +119,12 @@ def require_reshardable_optimizer(metadata: dict | None, saved: Any, current: di
 
 def _parallel_layout() -> dict:
     """TP and PP sizes: what the RNG states of a checkpoint are keyed by."""
-    from megatron.core import parallel_state
-
     return {"tp": parallel_state.get_tensor_model_parallel_world_size(),
             "pp": parallel_state.get_pipeline_model_parallel_world_size()}
 
 
 def _rng_state(on_gpu: bool) -> Any:
     """This rank's RNG states as a ``ShardedObject`` keyed by (pp, tp) rank, one replica per DP group."""
-    import numpy as np
-    import torch
-    from megatron.core import parallel_state, tensor_parallel
-    from megatron.core.dist_checkpointing.mapping import ShardedObject
-
     state = {
         "random_rng_state": random.getstate(),
         "np_rng_state": np.random.get_state(),
@@ -142,9 +144,6 @@ def _rng_state(on_gpu: bool) -> Any:
 
 
 def _state_dict(model_chunks: list, optimizer: Any, scheduler: Any, metadata: dict, on_gpu: bool, loading: bool):
-    from megatron.core import parallel_state
-    from megatron.core.utils import unwrap_model
-
     call_metadata = {**metadata, "dp_cp_group": parallel_state.get_data_parallel_group(with_context_parallel=True)}
     state: dict[str, Any] = {"checkpoint_version": 3.0}
     chunks = unwrap_model(model_chunks)
@@ -168,14 +167,11 @@ def save_checkpoint(
     use_distributed_optimizer: bool,
     on_gpu: bool,
 ) -> str:
-    """Save everything needed to continue at ``iteration``; ``progress`` holds step and data position."""
-    import torch.distributed as dist
-    from megatron.core import dist_checkpointing, parallel_state
-    from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
-    from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
+    """Save everything needed to continue at ``iteration``; ``progress`` holds step and data position.
 
-    from srp_megatron.train.cpu import cuda_calls_on_cpu
-
+    On CPU, call inside ``train.cpu.cuda_calls_on_cpu()`` (the ``Trainer`` holds it): ``dist_checkpointing``
+    synchronises CUDA.
+    """
     path = checkpoint_path(directory, iteration)
     if dist.get_rank() == 0:
         if os.path.isdir(path):  # left over by a save that crashed before the tracker was updated
@@ -188,12 +184,11 @@ def save_checkpoint(
         strategy = FullyParallelSaveStrategyWrapper(
             strategy, parallel_state.get_data_parallel_group(with_context_parallel=True)
         )
-    with cuda_calls_on_cpu():
-        state = _state_dict(model_chunks, optimizer, scheduler, metadata, on_gpu, loading=False)
-        state["iteration"] = iteration
-        state["srp_progress"] = dict(progress)
-        state["parallel_layout"] = _parallel_layout()
-        dist_checkpointing.save(state, path, strategy, content_metadata=metadata)
+    state = _state_dict(model_chunks, optimizer, scheduler, metadata, on_gpu, loading=False)
+    state["iteration"] = iteration
+    state["srp_progress"] = dict(progress)
+    state["parallel_layout"] = _parallel_layout()
+    dist_checkpointing.save(state, path, strategy, content_metadata=metadata)
     dist.barrier()
     if dist.get_rank() == 0:
         tracker = os.path.join(directory, TRACKER_FILE)
@@ -215,12 +210,10 @@ def load_checkpoint(
     use_distributed_optimizer: bool,
     on_gpu: bool,
 ) -> dict:
-    """Restore model, optimizer, scheduler and RNG from the latest checkpoint; returns its progress dict."""
-    from megatron.core import dist_checkpointing, tensor_parallel
-    from megatron.core.utils import unwrap_model
+    """Restore model, optimizer, scheduler and RNG from the latest checkpoint; returns its progress dict.
 
-    from srp_megatron.train.cpu import cuda_calls_on_cpu
-
+    On CPU, call inside ``train.cpu.cuda_calls_on_cpu()`` (the ``Trainer`` holds it).
+    """
     iteration = latest_iteration(directory)
     if iteration is None:
         raise SRPError(f"no checkpoint to resume from in '{directory}' (no {TRACKER_FILE})")
@@ -243,16 +236,15 @@ def load_checkpoint(
     same_layout = saved_layout == _parallel_layout()
     if use_distributed_optimizer and not same_layout:
         require_reshardable_optimizer(metadata, saved_layout, _parallel_layout(), path)
-    with cuda_calls_on_cpu():
-        request = _state_dict(model_chunks, optimizer, scheduler, metadata, on_gpu, loading=True)
-        if not same_layout:  # RNG states belong to (PP, TP) ranks: like Megatron-LM, start them fresh
-            logger.warning("checkpoint %s was saved with %s, this run is %s: weights and optimizer are "
-                           "resharded, RNG states start fresh", path, saved_layout, _parallel_layout())
-            del request["rng_state"]
-        loaded = dist_checkpointing.load(request, path)
-        for i, chunk in enumerate(chunks):
-            chunk.load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"], strict=True)
-        optimizer.load_state_dict(loaded["optimizer"])
+    request = _state_dict(model_chunks, optimizer, scheduler, metadata, on_gpu, loading=True)
+    if not same_layout:  # RNG states belong to (PP, TP) ranks: like Megatron-LM, start them fresh
+        logger.warning("checkpoint %s was saved with %s, this run is %s: weights and optimizer are "
+                       "resharded, RNG states start fresh", path, saved_layout, _parallel_layout())
+        del request["rng_state"]
+    loaded = dist_checkpointing.load(request, path)
+    for i, chunk in enumerate(chunks):
+        chunk.load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"], strict=True)
+    optimizer.load_state_dict(loaded["optimizer"])
     try:
         scheduler.load_state_dict(loaded["opt_param_scheduler"])
     except AssertionError as exc:
@@ -267,9 +259,6 @@ def load_checkpoint(
 
 
 def _restore_rng(rng_state: Any, on_gpu: bool, tensor_parallel: Any) -> None:
-    import numpy as np
-    import torch
-
     state = rng_state[0]
     random.setstate(state["random_rng_state"])
     np.random.set_state(state["np_rng_state"])

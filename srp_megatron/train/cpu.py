@@ -19,10 +19,16 @@ pipeline schedules, once six CUDA assumptions are handled (see ``docs/training.m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 
 import torch
+from megatron.core.tensor_parallel.random import initialize_rng_tracker
+from megatron.core.transformer.torch_norm import WrappedTorchNorm
+from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
 
 from srp_megatron.errors import SRPError
 
@@ -49,8 +55,6 @@ def apply_cpu_accommodations() -> None:
 
 def initialize_cpu_rng_tracker() -> None:
     """(2) A model-parallel RNG tracker whose ``fork()`` is a no-op: CPU runs use no dropout."""
-    from megatron.core.tensor_parallel.random import initialize_rng_tracker
-
     initialize_rng_tracker(inference_rng_tracker=True, force_reset=True)
 
 
@@ -68,8 +72,6 @@ def cuda_calls_on_cpu() -> Iterator[None]:
     if not cuda_absent():
         yield
         return
-    from torch.overrides import TorchFunctionMode
-    from torch.utils._device import _device_constructors
 
     constructors = _device_constructors()
 
@@ -165,9 +167,6 @@ class SequenceParallelTorchNorm:
 
 def sequence_parallel_block_spec(layer_spec, config, vp_stage: int | None):
     """(5) The local layer spec as a block spec whose norms (layers' and final) support sequence parallelism."""
-    from megatron.core.transformer.torch_norm import WrappedTorchNorm
-    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
-
     layer = _replace_module(layer_spec, WrappedTorchNorm, SequenceParallelTorchNorm)
     # The block's final norm is not part of a layer spec: megatron picks it globally, so give the block spec.
     return TransformerBlockSubmodules(layer_specs=[layer] * get_num_layers_to_build(config, vp_stage=vp_stage),
@@ -176,8 +175,6 @@ def sequence_parallel_block_spec(layer_spec, config, vp_stage: int | None):
 
 def _replace_module(spec, old, new):
     """A copy of a (nested) megatron spec with every ``old`` module class replaced by ``new``."""
-    import dataclasses
-
     if spec is old:
         return new
     if not dataclasses.is_dataclass(spec) or isinstance(spec, type):

@@ -16,6 +16,15 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+
+from srp_megatron.errors import SRPError
+from srp_megatron.train.cpu import apply_cpu_accommodations
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,10 +51,6 @@ class DistEnv:
 
 def use_cuda(device: str) -> bool:
     """Whether to train on CUDA for ``device`` = ``auto`` | ``cpu`` | ``cuda`` (the config's ``device``)."""
-    import torch
-
-    from srp_megatron.errors import SRPError
-
     if device == "cuda" and not torch.cuda.is_available():
         raise SRPError("device=cuda but CUDA is not available here: use device=auto or device=cpu")
     if device == "cpu" and torch.cuda.is_available():
@@ -100,15 +105,9 @@ def init_distributed(
     timeout_minutes: int = 30,
 ) -> DistEnv:
     """Initialise ``torch.distributed`` and megatron's model-parallel groups (idempotent per process)."""
-    import torch
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", 0)
     if not use_cuda:
-        from srp_megatron.train.cpu import apply_cpu_accommodations
-
         apply_cpu_accommodations()
         device = torch.device("cpu")
     else:
@@ -118,8 +117,6 @@ def init_distributed(
         kwargs: dict[str, Any] = {"timeout": datetime.timedelta(minutes=timeout_minutes)}
         if "MASTER_ADDR" not in os.environ:
             if world != 1:
-                from srp_megatron.errors import SRPError
-
                 raise SRPError(f"WORLD_SIZE={world} but MASTER_ADDR is not set: launch with torchrun (or srun)")
             # A direct launch: a private rendezvous on loopback, so two runs on one host never collide.
             kwargs["init_method"] = f"tcp://127.0.0.1:{_free_port()}"
@@ -148,17 +145,11 @@ def set_seeds(seed: int, use_cuda: bool) -> None:
 
     Tensor-parallel ranks share the seed, so ``use_cpu_initialization`` weights are identical at any TP.
     """
-    import numpy as np
-    import torch
-    from megatron.core import parallel_state
-
     stage_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
     random.seed(stage_seed)
     np.random.seed(stage_seed)
     torch.manual_seed(stage_seed)
     if use_cuda:
-        from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
-
         model_parallel_cuda_manual_seed(stage_seed)
     else:
         from srp_megatron.train.cpu import initialize_cpu_rng_tracker
@@ -168,24 +159,17 @@ def set_seeds(seed: int, use_cuda: bool) -> None:
 
 def data_parallel_size() -> int:
     """Data-parallel replicas (context-parallel ranks share their data)."""
-    from megatron.core import parallel_state
-
     return parallel_state.get_data_parallel_world_size()
 
 
 def barrier() -> None:
     """A barrier over all ranks (no-op before initialisation)."""
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.barrier()
 
 
 def teardown() -> None:
     """Destroy megatron's model-parallel groups and the default process group."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     if dist.is_initialized():

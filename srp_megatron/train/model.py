@@ -10,15 +10,36 @@ formula, written without megatron, that the tests hold the real model to.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
+import inspect
 import logging
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.activations import squared_relu
+from megatron.core.models.gpt import GPTModel, gpt_layer_specs
+from megatron.core.models.gpt import gpt_layer_specs as specs
+from megatron.core.tensor_parallel import layers
+from megatron.core.transformer import TransformerConfig
 from omegaconf import MISSING
 
 from srp_megatron.config.loader import load_preset, preset_names
 from srp_megatron.errors import SRPError
+from srp_megatron.train.cpu import (
+    apply_cpu_accommodations,
+    cuda_absent,
+    deallocate_pipeline_outputs,
+    initialize_cpu_rng_tracker,
+    sequence_parallel_block_spec,
+)
+from srp_megatron.train.parallel import ParallelConfig
+from srp_megatron.train.precision import DType, PrecisionConfig
 
 logger = logging.getLogger(__name__)
 
@@ -205,11 +226,8 @@ def analytic_parameter_count(model: ModelConfig, vocab_size: int) -> dict[str, i
 
 def te_available() -> bool:
     """True when CUDA is present and megatron-core can use Transformer Engine."""
-    import torch
-
     if not torch.cuda.is_available():
         return False
-    from megatron.core.models.gpt import gpt_layer_specs
 
     return bool(getattr(gpt_layer_specs, "HAVE_TE", False))
 
@@ -219,15 +237,11 @@ def grad_accum_fusion_available(use_te: bool) -> bool:
     TE layers do it natively, megatron's output layer then needs Apex's ``fused_weight_gradient_mlp_cuda``."""
     if not use_te:
         return False
-    from megatron.core.tensor_parallel import layers
 
     return bool(getattr(layers, "_grad_accum_fusion_available", False))
 
 
 def _activation_kwargs(model: ModelConfig) -> dict[str, Any]:
-    import torch.nn.functional as F
-    from megatron.core.activations import squared_relu
-
     func = {Activation.swiglu: F.silu, Activation.geglu: F.gelu, Activation.gelu: F.gelu}.get(model.activation)
     return {"gated_linear_unit": model.activation.gated, "activation_func": func or squared_relu}
 
@@ -250,10 +264,6 @@ def _recompute_kwargs(recompute: str, recompute_num_layers: int | None) -> dict[
 
 def _supported_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Drop unset fields this megatron-core lacks; refuse set ones (version guard, 0.16 to 0.19)."""
-    import dataclasses
-
-    from megatron.core.transformer import TransformerConfig
-
     known = {f.name for f in dataclasses.fields(TransformerConfig)}
     for key in [k for k in kwargs if k not in known]:
         if kwargs[key] not in (None, False):
@@ -273,11 +283,6 @@ def build_transformer_config(model, precision, parallel, *, recompute: str = "no
     ``params_dtype`` defaults to the precision's dtype; ``use_te`` (default: TE usable) turns on the
     fused kernels; ``overrides`` are extra ``TransformerConfig`` fields set by the driver.
     """
-    import torch
-    from megatron.core.transformer import TransformerConfig
-
-    from srp_megatron.train.cpu import deallocate_pipeline_outputs
-
     use_te = te_available() if use_te is None else use_te
     dtype = params_dtype if params_dtype is not None else precision.torch_dtype()
     # megatron fuses bias + GLU/GELU only for gated units or GELU with a bias
@@ -307,16 +312,12 @@ def build_transformer_config(model, precision, parallel, *, recompute: str = "no
 def layer_spec(model: ModelConfig, precision, use_te: bool, config: Any = None, vp_stage: int | None = None):
     """Transformer Engine layer spec when ``use_te`` (needed for FP8/FP4), else megatron-core's local spec
     (on CPU with sequence parallelism, as a block spec with norms that support it: ``train/cpu.py``)."""
-    from megatron.core.models.gpt import gpt_layer_specs as specs
-
     if use_te:
         return specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=model.qk_layernorm)
     if precision.uses_fp8 or precision.uses_fp4:
         raise SRPError("precision.fp8/fp4 needs Transformer Engine on a CUDA GPU: use precision=bf16 here")
     spec = specs.get_gpt_layer_local_spec(qk_layernorm=model.qk_layernorm, normalization=model.normalization.value)
     if config is not None and config.sequence_parallel:
-        from srp_megatron.train.cpu import cuda_absent, sequence_parallel_block_spec
-
         if not cuda_absent():  # validate_layout refuses this first, naming the key
             raise SRPError("parallel.sequence_parallel=true needs Transformer Engine's layer spec on GPU")
         return sequence_parallel_block_spec(spec, config, vp_stage)
@@ -329,14 +330,10 @@ def build_gpt_model(model: ModelConfig, precision, parallel, *, vocab_size: int,
     """A megatron-core ``GPTModel`` (one pipeline stage / virtual chunk) for this architecture.
 
     ``vocab_size`` is the tokenizer's and is padded here for TP; ``config`` is a prebuilt
-    ``TransformerConfig`` (else built from ``config_kwargs`` via :func:`build_transformer_config`).
+    ``TransformerConfig`` (else built from ``config_kwargs`` via :func:`build_transformer_config`). On CPU with
+    PP > 1 and tied embeddings the last stage syncs its output weight through ``.cuda()``: build inside
+    ``train.cpu.cuda_calls_on_cpu()`` (the ``Trainer`` holds it).
     """
-    import inspect
-
-    from megatron.core.models.gpt import GPTModel
-
-    from srp_megatron.train.cpu import cuda_calls_on_cpu
-
     use_te = te_available() if use_te is None else use_te
     if config is None:
         config = build_transformer_config(model, precision, parallel, use_te=use_te, **config_kwargs)
@@ -352,9 +349,7 @@ def build_gpt_model(model: ModelConfig, precision, parallel, *, vocab_size: int,
         if "vp_stage" not in inspect.signature(GPTModel.__init__).parameters:
             raise SRPError("this megatron-core's GPTModel has no vp_stage: upgrade to >= 0.14 for interleaving")
         kwargs["vp_stage"] = vp_stage
-    # With PP > 1 and tied embeddings the last stage syncs its output weight with ``.cuda()`` tensors.
-    with cuda_calls_on_cpu():
-        return GPTModel(**kwargs)
+    return GPTModel(**kwargs)
 
 
 def count_parameters(module) -> int:
@@ -368,13 +363,6 @@ def count_parameters_meta(model: ModelConfig, vocab_size: int, *, num_layers: in
 
     ``num_layers`` builds a shorter model of the same shape (to keep huge presets fast in tests).
     """
-    import dataclasses
-
-    import torch
-
-    from srp_megatron.train.parallel import ParallelConfig
-    from srp_megatron.train.precision import DType, PrecisionConfig
-
     shape = dataclasses.replace(model, num_layers=num_layers or model.num_layers)
     with _world_of_one(), torch.device("meta"):
         gpt = build_gpt_model(
@@ -388,14 +376,6 @@ def count_parameters_meta(model: ModelConfig, vocab_size: int, *, num_layers: in
 @contextlib.contextmanager
 def _world_of_one():
     """A world-size-1 gloo group and megatron parallel state, created only if absent and torn down after."""
-    import tempfile
-
-    import torch
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
-    from srp_megatron.train.cpu import apply_cpu_accommodations, initialize_cpu_rng_tracker
-
     apply_cpu_accommodations()
     made_group = not dist.is_initialized()
     made_state = not parallel_state.model_parallel_is_initialized()

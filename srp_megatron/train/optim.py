@@ -13,6 +13,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler, get_canonical_lr_for_logging
+
 logger = logging.getLogger(__name__)
 
 
@@ -119,12 +122,9 @@ def build_optimizer(
 ) -> Any:
     """megatron-core's optimizer for ``model_chunks`` (DDP-wrapped), AdamW with ``cfg``'s clipping.
 
-    ``use_distributed_optimizer`` / ``overlap_param_gather`` come from the ``parallel`` section.
+    ``use_distributed_optimizer`` / ``overlap_param_gather`` come from the ``parallel`` section. On CPU, call
+    inside ``train.cpu.cuda_calls_on_cpu()`` (the ``Trainer`` holds it): megatron's optimizer makes CUDA scalars.
     """
-    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-
-    from srp_megatron.train.cpu import cuda_calls_on_cpu
-
     config = OptimizerConfig(
         optimizer="adam",
         decoupled_weight_decay=True,  # AdamW
@@ -142,8 +142,7 @@ def build_optimizer(
         use_distributed_optimizer=use_distributed_optimizer,
         overlap_param_gather=overlap_param_gather,
     )
-    with cuda_calls_on_cpu():
-        return get_megatron_optimizer(config, model_chunks)
+    return get_megatron_optimizer(config, model_chunks)
 
 
 def build_scheduler(
@@ -155,8 +154,6 @@ def build_scheduler(
     global_batch_size: int,
 ) -> Any:
     """megatron-core's ``OptimizerParamScheduler``; steps count samples (``global_batch_size`` per iteration)."""
-    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
-
     decay_iters = sched.resolved_decay_iters(train_iters)
     is_wsd = sched.style == LRSchedule.wsd
     return OptimizerParamScheduler(
@@ -181,7 +178,5 @@ def build_scheduler(
 
 def current_lr(optimizer: Any) -> float:
     """Learning rate of the default parameter group (what Megatron-LM logs)."""
-    from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
-
     lr = get_canonical_lr_for_logging(optimizer.param_groups)
     return float(lr if lr is not None else optimizer.param_groups[0]["lr"])

@@ -20,6 +20,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from srp_megatron.config.loader import load_preset, preset_names
 
 
@@ -146,8 +148,6 @@ class PrecisionConfig:
 
     def torch_dtype(self) -> Any:
         """The ``torch.dtype`` of weights and activations."""
-        import torch
-
         return getattr(torch, _TORCH_DTYPES[self.dtype])
 
     @property

@@ -46,11 +46,42 @@ logger = logging.getLogger(__name__)
 
 
 class Trainer:
-    """One SRP pretraining run, built in this order: validation, distributed, seeds, tokenizer, model,
-    optimizer, scheduler, data, checkpoint resume, metrics. ``train()`` runs it; ``close()`` ends it."""
+    """One SRP pretraining run, as a context manager::
+
+        with Trainer(cfg) as trainer:
+            trainer.train()
+
+    Entering builds the run in this order: validation, distributed (process groups, parallel state), the CPU
+    accommodations (``train/cpu.py``; entered here once and held until exit, a no-op with CUDA), seeds,
+    tokenizer, model, optimizer, scheduler, data, checkpoint resume, metrics. Exiting flushes the metrics,
+    leaves the CPU accommodations and tears the process groups down, on every path (an error while building
+    included).
+    """
 
     def __init__(self, cfg: PretrainConfig):
         self.cfg = cfg
+        self._exit: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> Trainer:
+        if self._exit is not None:
+            raise RuntimeError("this Trainer is already entered")
+        self._exit = contextlib.ExitStack()
+        try:
+            self._exit.callback(teardown)
+            self._setup(self._exit)
+        except BaseException:
+            self._exit, stack = None, self._exit
+            stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._exit, stack = None, self._exit
+        stack.close()
+
+    def _setup(self, exit_stack: contextlib.ExitStack) -> None:
+        """Build the run (see the class doc); what must be undone is pushed on ``exit_stack``."""
+        cfg = self.cfg
         cfg.require_data()
         t, p = cfg.training, cfg.parallel
         use_cuda = distributed.use_cuda(cfg.device.value)
@@ -66,6 +97,7 @@ class Trainer:
         self.env = distributed.init_distributed(
             use_cuda=use_cuda, tensor_parallel=p.tp, pipeline_parallel=p.pp,
             virtual_pipeline_parallel=p.virtual_pipeline_model_parallel_size, context_parallel=p.cp)
+        exit_stack.enter_context(cuda_calls_on_cpu())
         distributed.set_seeds(t.seed, use_cuda)
         self.tokenizer = load_tokenizer(tokenizer_path(cfg.data))
         self.num_microbatches = t.global_batch_size // (t.micro_batch_size * distributed.data_parallel_size())
@@ -83,6 +115,7 @@ class Trainer:
         self.train_iterators = chunk_iterators(train_loader, self.model)
         self.valid_loader = build_loader(self.valid_ds, 0, mbs, data.num_workers, on_gpu)
         self.metrics = self._build_metrics()
+        exit_stack.callback(self.metrics.close)
         if self.env.rank == 0:
             write_resolved_config(cfg)
 
@@ -204,13 +237,11 @@ class Trainer:
     def _forward_backward(self, iterators: list, forward_only: bool) -> Any:
         """All micro-batches of one global batch; returns the report summed over DP/CP ranks (every rank)."""
         t = self.cfg.training
-
-        with cuda_calls_on_cpu():
-            reports = get_forward_backward_func()(
-                forward_step_func=self._forward_step, data_iterator=iterators if len(iterators) > 1 else iterators[0],
-                model=self.model, num_microbatches=self.num_microbatches, seq_length=t.seq_length,
-                micro_batch_size=t.micro_batch_size, forward_only=forward_only,
-            )
+        reports = get_forward_backward_func()(
+            forward_step_func=self._forward_step, data_iterator=iterators if len(iterators) > 1 else iterators[0],
+            model=self.model, num_microbatches=self.num_microbatches, seq_length=t.seq_length,
+            micro_batch_size=t.micro_batch_size, forward_only=forward_only,
+        )
         width = 2 + 2 * len(self.span_names)
         local = torch.stack(reports).sum(0).double() if reports else torch.zeros(width, dtype=torch.float64)
         local = local.to(self.env.device)
@@ -240,8 +271,7 @@ class Trainer:
         self._interval_report = report if self._interval_report is None else self._interval_report + report
         metrics = report_metrics(report, self.span_names)
         self._check_finite("the loss", metrics["loss/total(nats)"])
-        with cuda_calls_on_cpu():
-            ok, grad_norm, _ = self.optimizer.step()
+        ok, grad_norm, _ = self.optimizer.step()
         if grad_norm is not None:
             self._check_finite("the gradient norm", float(grad_norm))
             metrics["optim/grad_norm"] = float(grad_norm)
@@ -322,19 +352,9 @@ class Trainer:
             for chunk in self.model:
                 chunk.enable_forward_pre_hook()
 
-    def close(self) -> None:
-        """Flush metrics writers."""
-        self.metrics.close()
-
 
 def run_pretrain(cfg: PretrainConfig) -> str:
-    """Train per ``cfg`` and tear the process groups down on every path; returns the run directory."""
-    trainer = None
-    try:
-        trainer = Trainer(cfg)
+    """Train per ``cfg`` (the process groups are torn down on every path); returns the run directory."""
+    with Trainer(cfg) as trainer:
         trainer.train()
-    finally:
-        if trainer is not None:
-            trainer.close()
-        teardown()
     return cfg.logging.run_dir

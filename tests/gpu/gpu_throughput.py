@@ -66,7 +66,6 @@ def measure(args: argparse.Namespace, prefix: str, run_dir: str) -> dict:
     import torch
 
     from srp_megatron.train.config import load_pretrain_config
-    from srp_megatron.train.distributed import teardown
     from srp_megatron.train.metrics import read_metrics
     from srp_megatron.train.model import te_available
     from srp_megatron.train.trainer import Trainer
@@ -82,15 +81,9 @@ def measure(args: argparse.Namespace, prefix: str, run_dir: str) -> dict:
         "checkpoint.save_interval=0", "checkpoint.save_at_end=false", "checkpoint.resume=never",
         "logging.log_interval=1", "logging.tensorboard=false",
     ])
-    trainer = None
-    try:
-        trainer = Trainer(cfg)
+    with Trainer(cfg) as trainer:
         tc = trainer.tconfig
         trainer.train()
-    finally:
-        if trainer is not None:
-            trainer.close()
-        teardown()
     timed = [r for r in read_metrics(run_dir) if r["split"] == "train"][args.warmup:]
 
     def median(key: str) -> float | None:

@@ -24,7 +24,6 @@ def _run(run_dir: str, srp_prefix: str, *overrides: str) -> tuple[list[dict], di
     from megatron.core.utils import unwrap_model
 
     from srp_megatron.train.config import load_pretrain_config
-    from srp_megatron.train.distributed import teardown
     from srp_megatron.train.trainer import Trainer
 
     cfg = load_pretrain_config("smollm2-1.7b-srp", [
@@ -33,9 +32,7 @@ def _run(run_dir: str, srp_prefix: str, *overrides: str) -> tuple[list[dict], di
         "scheduler.warmup_iters=1", "training.eval_interval=4", "training.eval_iters=1", "data.split=90,10,0",
         "checkpoint.save_interval=2", "logging.log_interval=1", "logging.tensorboard=false", *overrides,
     ])
-    trainer = None
-    try:
-        trainer = Trainer(cfg)
+    with Trainer(cfg) as trainer:
         gpt, tc = unwrap_model(trainer.model[0]), trainer.tconfig
         facts = {"layer_classes": {type(m).__name__ for m in gpt.modules()},
                  "param_dtype": next(gpt.parameters()).dtype, "device": next(gpt.parameters()).device.type,
@@ -43,10 +40,6 @@ def _run(run_dir: str, srp_prefix: str, *overrides: str) -> tuple[list[dict], di
                                                          "gradient_accumulation_fusion",
                                                          "deallocate_pipeline_outputs")}}
         trainer.train()
-    finally:
-        if trainer is not None:
-            trainer.close()
-        teardown()
     with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
         return [r for r in map(json.loads, f) if r["split"] == "train"], facts
 

@@ -212,7 +212,6 @@ def test_bf16_mixed_precision_tracks_fp32(tmp_path, srp_prefix):
     from megatron.core.optimizer.optimizer import Float16OptimizerWithFloat16Params
     from megatron.core.transformer.module import Float16Module
 
-    from srp_megatron.train.distributed import teardown
     from srp_megatron.train.trainer import Trainer
 
     run = [*RUN, "training.train_iters=6", "scheduler.warmup_iters=2", "checkpoint.save_at_end=false"]
@@ -220,8 +219,7 @@ def test_bf16_mixed_precision_tracks_fp32(tmp_path, srp_prefix):
     cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{srp_prefix}]", f"logging.run_dir={tmp_path / 'bf16'}", *run,
                                             "logging.log_interval=1", "logging.tensorboard=false",
                                             "training.eval_interval=0", "precision.preset=bf16"])
-    trainer = Trainer(cfg)
-    try:
+    with Trainer(cfg) as trainer:
         assert isinstance(trainer.model[0].module, Float16Module)
         assert {p.dtype for p in trainer.model[0].parameters()} == {torch.bfloat16}
         optimizers = getattr(trainer.optimizer, "chained_optimizers", [trainer.optimizer])
@@ -230,9 +228,6 @@ def test_bf16_mixed_precision_tracks_fp32(tmp_path, srp_prefix):
         assert masters and {p.dtype for p in masters} == {torch.float32}
         assert {p.main_grad.dtype for p in trainer.model[0].parameters()} == {torch.float32}  # grad_reduce_in_fp32
         trainer.train()
-    finally:
-        trainer.close()
-        teardown()
     bf16 = read_metrics(str(tmp_path / "bf16"))
     assert [r["step"] for r in bf16] == [r["step"] for r in fp32] == list(range(1, 7))
     for a, b in zip(fp32, bf16, strict=True):
@@ -244,7 +239,6 @@ def test_bf16_mixed_precision_tracks_fp32(tmp_path, srp_prefix):
 def test_activation_recompute_reruns_what_it_should_and_changes_no_number(tmp_path, srp_prefix):
     """Each recompute setting (the 70B preset uses full with recompute_num_layers=1) reruns exactly the
     modules megatron should in backward, counted by forward hooks, and trains to the same numbers as none."""
-    from srp_megatron.train.distributed import teardown
     from srp_megatron.train.trainer import Trainer
 
     variants = {  # module -> forward calls per micro-batch in one training step
@@ -257,8 +251,7 @@ def test_activation_recompute_reruns_what_it_should_and_changes_no_number(tmp_pa
         cfg = load_pretrain_config("tiny-cpu", [f"data.paths=[{srp_prefix}]", f"logging.run_dir={tmp_path / name}",
                                                 *RUN, "logging.tensorboard=false", "training.eval_interval=0",
                                                 *overrides])
-        trainer = Trainer(cfg)
-        try:
+        with Trainer(cfg) as trainer:
             calls: Counter[str] = Counter()
             hooks = [m.register_forward_hook(lambda mod, args, out, key=key, calls=calls: calls.update([key]))
                      for key, m in trainer.model[0].named_modules()
@@ -268,9 +261,6 @@ def test_activation_recompute_reruns_what_it_should_and_changes_no_number(tmp_pa
                 hook.remove()
             curves[name] += [trainer.train_step()["loss/total(nats)"] for _ in range(2)]
             counts[name] = {key.split("decoder.")[1]: n // trainer.num_microbatches for key, n in calls.items()}
-        finally:
-            trainer.close()
-            teardown()
     once = {"layers.0": 1, "layers.1": 1, "layers.0.self_attention.core_attention": 1,
             "layers.1.self_attention.core_attention": 1}
     assert counts["none"] == once
@@ -280,3 +270,27 @@ def test_activation_recompute_reruns_what_it_should_and_changes_no_number(tmp_pa
                                    "layers.1.self_attention.core_attention": 2}
     for name in variants:
         assert curves[name] == pytest.approx(curves["none"], rel=1e-6), name
+
+
+@cpu_only
+def test_trainer_context_owns_setup_teardown_and_the_cpu_accommodations(tmp_path, srp_prefix):
+    """Entering builds the run inside the CPU accommodations (one function mode, held until exit); exiting, or
+    an error while building, leaves no process group and no mode behind."""
+    import torch.distributed as dist
+
+    from srp_megatron.train.trainer import Trainer
+
+    def modes() -> int:
+        return torch._C._len_torch_function_stack()
+
+    base = [f"logging.run_dir={tmp_path / 'run'}", *RUN, "logging.tensorboard=false", "training.eval_interval=0"]
+    before = modes()
+    with Trainer(load_pretrain_config("tiny-cpu", [f"data.paths=[{srp_prefix}]", *base])) as trainer:
+        assert dist.is_initialized() and modes() == before + 1
+        trainer.train_step()
+        assert modes() == before + 1
+    assert not dist.is_initialized() and modes() == before
+    missing = load_pretrain_config("tiny-cpu", [f"data.paths=[{tmp_path / 'missing'}]", *base])
+    with pytest.raises(SRPError, match="missing.json' not found"), Trainer(missing):
+        pass
+    assert not dist.is_initialized() and modes() == before
