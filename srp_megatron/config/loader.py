@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import importlib.resources
 import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -17,8 +18,10 @@ from srp_megatron.registry import RegistryConfig
 
 T = TypeVar("T")
 
-#: Directory of the packaged presets (``conf/`` at the repository root).
-CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "conf")
+#: The packaged presets: ``conf/<group>/<name>.yaml``. ``conf/`` sits at the top of the repository and ships in the
+#: wheel as package data (``srp_megatron/conf`` links to it in a checkout).
+CONF = importlib.resources.files("srp_megatron") / "conf"
+CONF_DIR = str(CONF)
 
 
 class ConfigError(SRPError):
@@ -69,24 +72,27 @@ def merge(base: DictConfig, update: Any, source: str) -> DictConfig:
 
 
 def resolve_preset(path: str, group: str | None = None) -> str:
-    """Return ``path`` if it exists, else ``conf/<group>/<path>.yaml`` (named presets)."""
+    """The one preset rule: ``path`` if that file exists, else the packaged ``conf/<group>/<path>.yaml``.
+
+    Every way of naming a preset goes through here: ``--config NAME``, ``model.preset`` / ``precision.preset``,
+    and ``preset:`` in a loss policy.
+    """
     if os.path.exists(path):
         return path
     if group is not None:
         name = path if path.endswith(".yaml") else f"{path}.yaml"
-        candidate = os.path.join(CONF_DIR, group, name)
-        if os.path.exists(candidate):
-            return candidate
+        candidate = CONF / group / name
+        if candidate.is_file():
+            return str(candidate)
     known = ""
-    if group is not None and os.path.isdir(os.path.join(CONF_DIR, group)):
+    if group is not None and (CONF / group).is_dir():
         known = f" (known presets in conf/{group}: {', '.join(preset_names(group))})"
     raise ConfigError(f"config file '{path}' not found{known}")
 
 
 def preset_names(group: str) -> list[str]:
     """Names of the packaged presets in ``conf/<group>/``."""
-    folder = os.path.join(CONF_DIR, group)
-    return sorted(f[: -len(".yaml")] for f in os.listdir(folder) if f.endswith(".yaml"))
+    return sorted(f.name[: -len(".yaml")] for f in (CONF / group).iterdir() if f.name.endswith(".yaml"))
 
 
 def load_preset(name: str, group: str) -> dict[str, Any]:
