@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -35,6 +36,8 @@ from srp_megatron.errors import SRPError
 logger = logging.getLogger(__name__)
 
 _APPLIED = False
+#: Whether this thread is inside ``cuda_calls_on_cpu`` (function modes are per thread).
+_MODE = threading.local()
 
 
 def cuda_absent() -> bool:
@@ -68,8 +71,10 @@ def cuda_calls_on_cpu() -> Iterator[None]:
     saves and restores the CUDA RNG state. Inside this context (CPU only; a no-op with CUDA) ``cuda`` factory
     calls get the CPU, CPU tensors report CUDA type names, ``.cuda()`` stays on the CPU, ``synchronize`` does
     nothing, ``current_stream`` is a stream that never waits and the CUDA RNG state is empty (there is none).
+    Re-entrant: inside an active context (the ``Trainer`` holds one) it adds nothing, since a second function
+    mode would rewrite the type names twice.
     """
-    if not cuda_absent():
+    if not cuda_absent() or getattr(_MODE, "active", False):
         yield
         return
 
@@ -98,10 +103,12 @@ def cuda_calls_on_cpu() -> Iterator[None]:
     # on a CPU build never, so drop the ones queued here instead of letting them pile up.
     queued = getattr(torch.cuda, "_queued_calls", None)
     queued_before = len(queued) if queued is not None else 0
+    _MODE.active = True
     try:
         with _CudaOnCpu():
             yield
     finally:
+        _MODE.active = False
         for name, func in saved.items():
             setattr(torch.cuda, name, func)
         torch.cuda.random.get_rng_state = saved_rng
