@@ -48,13 +48,13 @@ def _document(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         n = int(rng.integers(60, 140))
         unsafe = rng.random() < 0.1
         tokens.append(rng.integers(1, VOCAB, n))
-        spans.append(np.full(n, SpanType.UNSAFE_TEXT if unsafe else SpanType.TEXT))
+        spans.append(np.full(n, SpanType.unsafe_text if unsafe else SpanType.text))
         body = int(rng.integers(1, 4)) + (2 if unsafe else 0)
         tokens.append(rng.integers(1, VOCAB, body + 2))
-        marker = [SpanType.REFLECTION_MARKER]
-        spans.append(np.array(marker + [SpanType.REFLECTION] * body + marker))
+        marker = [SpanType.reflection_marker]
+        spans.append(np.array(marker + [SpanType.reflection] * body + marker))
     tokens.append(np.array([EOD]))
-    spans.append(np.array([SpanType.TEXT]))
+    spans.append(np.array([SpanType.text]))
     return np.concatenate(tokens).astype(np.uint16), np.concatenate(spans).astype(np.uint8)
 
 

@@ -87,7 +87,7 @@ def labelled_documents(num_bytes: int, seed: int):
         labels = []
         for seg in segments:
             cats = tuple(sorted({cat for s, cat in unsafe if s in seg}))
-            labels.append(SegmentLabel(Label.UNSAFE, cats) if cats else SegmentLabel(Label.SAFE))
+            labels.append(SegmentLabel(Label.unsafe, cats) if cats else SegmentLabel(Label.safe))
         docs.append(LabelledDocument(i, row["id"], segments, labels, [None] * len(segments)))
         size += len(row["text"].encode())
         if size >= num_bytes:
@@ -216,7 +216,7 @@ def tiny_documents(n: int):
     """``n`` distinct one-sentence documents: the index, not the text, dominates what a render holds."""
     from srp_megatron.formats.labels import Label, LabelledDocument, SegmentLabel
 
-    return [LabelledDocument(i, f"t{i}", [f"Tiny document {i} says hello. "], [SegmentLabel(Label.SAFE)], [None])
+    return [LabelledDocument(i, f"t{i}", [f"Tiny document {i} says hello. "], [SegmentLabel(Label.safe)], [None])
             for i in range(n)]  # fmt: skip
 
 

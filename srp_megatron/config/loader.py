@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 import importlib.resources
 import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
-from omegaconf.nodes import EnumNode
 
 from srp_megatron.errors import SRPError
 from srp_megatron.registry import RegistryConfig
@@ -33,39 +31,12 @@ def _full_key(exc: OmegaConfBaseException) -> str:
     return str(key) if key else "<root>"
 
 
-def _enum_name(etype: type[enum.Enum], value: str, where: str) -> str:
-    by_value = {str(m.value): m.name for m in etype}
-    if value not in by_value and value not in etype.__members__:
-        raise ConfigError(f"{where}: invalid value '{value}', expected one of {sorted(by_value)}")
-    return by_value.get(value, value)
-
-
-def _enum_values_to_names(base: DictConfig, update: Any, source: str, prefix: str = "") -> Any:
-    """omegaconf 2.3 accepts enum member *names* only; let YAML and the command line use values too."""
-    if not isinstance(update, dict) or not isinstance(base, DictConfig):
-        return update
-    out = {}
-    for key, value in update.items():
-        node = base._get_node(key) if key in base else None
-        if isinstance(node, EnumNode) and isinstance(value, str):
-            value = _enum_name(node.enum_type, value, f"{source}: key '{prefix}{key}'")
-        elif isinstance(node, ListConfig) and isinstance(value, list):
-            etype = node._metadata.element_type
-            if isinstance(etype, type) and issubclass(etype, enum.Enum):
-                where = f"{source}: key '{prefix}{key}'"
-                value = [_enum_name(etype, v, where) if isinstance(v, str) else v for v in value]
-        elif isinstance(node, DictConfig):
-            value = _enum_values_to_names(node, value, source, f"{prefix}{key}.")
-        out[key] = value
-    return out
-
-
 def merge(base: DictConfig, update: Any, source: str) -> DictConfig:
     """Merge ``update`` into ``base``; errors name the key and ``source``."""
     if isinstance(update, DictConfig):
         update = OmegaConf.to_container(update)
     try:
-        return OmegaConf.merge(base, _enum_values_to_names(base, update, source))
+        return OmegaConf.merge(base, update)
     except OmegaConfBaseException as exc:
         msg = str(exc).splitlines()[0]
         raise ConfigError(f"{source}: key '{_full_key(exc)}': {msg}") from None

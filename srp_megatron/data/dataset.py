@@ -240,7 +240,7 @@ class ReflectionGPTDataset(GPTDataset):
         missing = self.config.sequence_length + extra - sum(document_lengths)
         if missing > 0:  # the last validation sample, when it is kept partial: pad it like GPTDataset
             token_parts.append(np.full(missing, self._pad_token_id, dtype=np.int64))
-            span_parts.append(np.full(missing, SpanType.TEXT, dtype=SPAN_DTYPE))  # pad labels get no loss
+            span_parts.append(np.full(missing, SpanType.text, dtype=SPAN_DTYPE))  # pad labels get no loss
         self._sample_spans = np.concatenate(span_parts)
         text = np.concatenate(token_parts, dtype=np.int64)
         return compat.query_result(text, np.array(document_ids, dtype=np.int64), document_lengths)
@@ -258,7 +258,7 @@ class ReflectionGPTDataset(GPTDataset):
         if self.config.add_extra_token_to_sequence:
             label_spans = spans[1:]
         else:  # labels are the text shifted by one; the last label is padding and gets no loss
-            label_spans = np.append(spans[1:], SPAN_DTYPE(SpanType.TEXT))
+            label_spans = np.append(spans[1:], SPAN_DTYPE(SpanType.text))
         if idx is not None and self._policy_masks:
             self._apply_policy(sample["loss_mask"], label_spans, idx)
         if self.config.return_span_types:

@@ -37,8 +37,8 @@ PRESET_KEY = "preset"
 class LossAction(enum.StrEnum):
     """What the loss does at a position whose label token has a given span type."""
 
-    TRAIN = "train"
-    MASK = "mask"
+    train = "train"
+    mask = "mask"
 
 
 @dataclass
@@ -48,18 +48,18 @@ class LossPolicyConfig:
     One field per :class:`SpanType` member, in code order (a test keeps them in step).
     """
 
-    text: LossAction = LossAction.TRAIN
+    text: LossAction = LossAction.train
     """Corpus text of safe segments, and the EOD token."""
-    reflection: LossAction = LossAction.TRAIN
+    reflection: LossAction = LossAction.train
     """A reflection's verdict and categories (`` Safe``, `` Unsafe: Violent``)."""
-    reflection_marker: LossAction = LossAction.TRAIN
+    reflection_marker: LossAction = LossAction.train
     """A reflection's delimiters (`` <think>``/`` </think>`` or the dedicated special tokens)."""
-    unsafe_text: LossAction = LossAction.TRAIN
+    unsafe_text: LossAction = LossAction.train
     """Corpus text of a segment labelled unsafe."""
 
 
 def _known_span_types() -> str:
-    return ", ".join(m.name.lower() for m in SpanType)
+    return ", ".join(m.name for m in SpanType)
 
 
 def _parse_actions(mapping: Mapping[Any, Any], source: str) -> dict[str, LossAction]:
@@ -73,7 +73,7 @@ def _parse_actions(mapping: Mapping[Any, Any], source: str) -> dict[str, LossAct
                 f"{source}: loss policy names unknown span type '{key}' (known: {_known_span_types()})"
             ) from None
         try:
-            actions[span.name.lower()] = LossAction(str(getattr(value, "value", value)).lower())
+            actions[span.name] = LossAction(str(getattr(value, "value", value)).lower())
         except ValueError:
             known = ", ".join(a.value for a in LossAction)
             raise SRPError(f"{source}: loss action '{value}' for span type '{key}' is not one of {known}") from None
@@ -105,7 +105,7 @@ class LossPolicy:
     @classmethod
     def from_config(cls, config: LossPolicyConfig, name: str) -> LossPolicy:
         """The policy a typed :class:`LossPolicyConfig` describes."""
-        return cls(name=name, actions=tuple(LossAction(getattr(config, m.name.lower())) for m in SpanType))
+        return cls(name=name, actions=tuple(LossAction(getattr(config, m.name)) for m in SpanType))
 
     @classmethod
     def from_preset(cls, name_or_path: str) -> LossPolicy:
@@ -160,21 +160,21 @@ class LossPolicy:
 
         Indexing it with a span-code array raises ``IndexError`` for codes outside ``SpanType``.
         """
-        return np.array([a == LossAction.TRAIN for a in self.actions], dtype=np.float32)
+        return np.array([a == LossAction.train for a in self.actions], dtype=np.float32)
 
     @property
     def trains_all(self) -> bool:
         """True when no span type is masked (the loss mask is then GPTDataset's unchanged)."""
-        return all(a == LossAction.TRAIN for a in self.actions)
+        return all(a == LossAction.train for a in self.actions)
 
     @property
     def masked(self) -> list[str]:
         """Names of the masked span types."""
-        return [m.name.lower() for m in SpanType if self.actions[int(m)] == LossAction.MASK]
+        return [m.name for m in SpanType if self.actions[int(m)] == LossAction.mask]
 
     def to_dict(self) -> dict[str, str]:
         """``{span type name: action}``, e.g. to save beside a run's outputs."""
-        return {m.name.lower(): self.actions[int(m)].value for m in SpanType}
+        return {m.name: self.actions[int(m)].value for m in SpanType}
 
     def __str__(self) -> str:
         masked = ", ".join(self.masked) or "nothing"

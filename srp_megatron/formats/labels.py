@@ -33,9 +33,9 @@ logger = logging.getLogger(__name__)
 class Label(enum.StrEnum):
     """Safety verdict of a segment (Qwen3Guard's three levels)."""
 
-    SAFE = "safe"
-    CONTROVERSIAL = "controversial"
-    UNSAFE = "unsafe"
+    safe = "safe"
+    controversial = "controversial"
+    unsafe = "unsafe"
 
 
 @dataclass(frozen=True)

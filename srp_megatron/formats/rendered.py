@@ -29,22 +29,22 @@ from srp_megatron.formats.atomic import write_json_atomic
 class SpanType(enum.IntEnum):
     """Role of a token in a rendered corpus (stored as ``uint8``)."""
 
-    TEXT = 0
+    text = 0
     """Corpus text of a safe segment, and the EOD token."""
-    REFLECTION = 1
+    reflection = 1
     """Content of a reflection: the verdict and categories (``Safe``, ``Unsafe: Violent``)."""
-    REFLECTION_MARKER = 2
+    reflection_marker = 2
     """The reflection's delimiters (``<think>``, ``</think>``, or the dedicated special tokens)."""
-    UNSAFE_TEXT = 3
+    unsafe_text = 3
     """Corpus text of a segment labelled unsafe (or controversial under the strict mapping)."""
 
     @classmethod
     def from_name(cls, name: str) -> SpanType:
         """Parse a lower-case span-type name (``text``, ``reflection``, ``reflection_marker``, ``unsafe_text``)."""
         try:
-            return cls[name.upper()]
+            return cls[name.lower()]
         except KeyError:
-            known = ", ".join(m.name.lower() for m in cls)
+            known = ", ".join(m.name for m in cls)
             raise ValueError(f"unknown span type '{name}' (known: {known})") from None
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 class TokenizerKind(enum.StrEnum):
     """Where a tokenizer comes from."""
 
-    AUTO = "auto"
-    HUGGINGFACE = "huggingface"
-    MEGATRON = "megatron"
+    auto = "auto"
+    huggingface = "huggingface"
+    megatron = "megatron"
 
 
 @dataclass
@@ -30,7 +30,7 @@ class TokenizerConfig:
     path: str = ""
     """Directory of a Hugging Face tokenizer (``tokenizer.json`` ...) or of a megatron-core tokenizer
     (``tokenizer_metadata.json`` beside the model files)."""
-    kind: TokenizerKind = TokenizerKind.AUTO
+    kind: TokenizerKind = TokenizerKind.auto
     """``auto`` picks ``megatron`` when ``tokenizer_metadata.json`` exists, else ``huggingface``."""
     eod_token: str | None = None
     """Token text used as end-of-document; ``None`` takes the tokenizer's EOS token."""
@@ -47,14 +47,14 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer directory '{config.path}' does not exist")
         self.config = config
         kind = config.kind
-        if kind == TokenizerKind.AUTO:
+        if kind == TokenizerKind.auto:
             has_meta = os.path.exists(os.path.join(config.path, "tokenizer_metadata.json"))
-            kind = TokenizerKind.MEGATRON if has_meta else TokenizerKind.HUGGINGFACE
+            kind = TokenizerKind.megatron if has_meta else TokenizerKind.huggingface
         self.kind = kind
         self._hf = None  # transformers tokenizer (Hugging Face directories)
         self._backend = None  # tokenizers.Tokenizer for fast batch encoding
         self._megatron = None
-        if kind == TokenizerKind.HUGGINGFACE:
+        if kind == TokenizerKind.huggingface:
             self._load_hf(config.path)
         else:
             self._load_megatron(config.path)
@@ -190,7 +190,7 @@ class Tokenizer:
 
 
 def load_tokenizer(
-    path: str, kind: str | TokenizerKind = TokenizerKind.AUTO, eod_token: str | None = None
+    path: str, kind: str | TokenizerKind = TokenizerKind.auto, eod_token: str | None = None
 ) -> Tokenizer:
     """Load a tokenizer directory."""
     return Tokenizer(TokenizerConfig(path=path, kind=TokenizerKind(kind), eod_token=eod_token))

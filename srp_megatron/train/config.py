@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from srp_megatron.config.device import Device
 from srp_megatron.config.loader import (
     ConfigError,
     load_preset,
@@ -35,15 +36,6 @@ from srp_megatron.train.model import ModelConfig
 from srp_megatron.train.optim import LRSchedule, OptimConfig, SchedulerConfig
 from srp_megatron.train.parallel import ParallelConfig
 from srp_megatron.train.precision import PrecisionConfig
-
-
-class Device(enum.StrEnum):
-    """Where to train."""
-
-    auto = "auto"
-    """CUDA when available, else CPU."""
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 class Recompute(enum.StrEnum):

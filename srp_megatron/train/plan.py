@@ -20,15 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from srp_megatron.errors import SRPError
-from srp_megatron.train.config import load_pretrain_config
+from srp_megatron.train.config import Recompute, load_pretrain_config
 from srp_megatron.train.data import rendered_vocab_size
 from srp_megatron.train.gpus import GIB, get_gpu
 from srp_megatron.train.model import ModelConfig, analytic_parameter_count, padded_vocab_size
 from srp_megatron.train.parallel import ParallelConfig
 from srp_megatron.train.precision import DType, PrecisionConfig
 from srp_megatron.train.validation import validate_layout
-
-RECOMPUTE_CHOICES = ("none", "selective", "full")
 
 
 @dataclass
@@ -61,7 +59,7 @@ class PlanReport:
     layout: dict
     parameters: int
     padded_vocab: int
-    recompute: str
+    recompute: Recompute
     stages: list[StageMemory]
     activations_by_recompute: dict[str, int]
     """Activation bytes of the fullest stage under each recompute setting."""
@@ -164,7 +162,7 @@ class _Planner:
         """Tokens of one microbatch on one context-parallel rank."""
         return self.seq_length // self.parallel.cp * self.micro_batch_size
 
-    def activations(self, rank: int, bf16_layers: int, recompute: str) -> float:
+    def activations(self, rank: int, bf16_layers: int, recompute: Recompute) -> float:
         """Activation bytes a pipeline rank holds at its peak under ``recompute``."""
         p, model = self.parallel, self.model
         per_chunk = model.num_layers // (p.pp * p.vpp)
@@ -172,18 +170,18 @@ class _Planner:
         low = self.precision.uses_fp8 or self.precision.uses_fp4
         fp8_share = (stage_layers - bf16_layers) / stage_layers if low else 0.0
         kw = dict(seq_length=self.seq_length, micro_batch_size=self.micro_batch_size,
-                  recompute_core_attention=recompute == "selective")
+                  recompute_core_attention=recompute == Recompute.selective)
         layer = (fp8_share * layer_activation_bytes(model, self.precision, p, fp8_layer=True, **kw)
                  + (1 - fp8_share) * layer_activation_bytes(model, self.precision, p, **kw))
         chunks = chunks_in_flight(p, rank, self.num_microbatches)
-        if recompute != "full":
+        if recompute != Recompute.full:
             return chunks * per_chunk * layer
         layer_input = self.act_bytes * model.hidden_size * self.tokens / (p.tp if p.sequence_parallel else 1)
         n = per_chunk if self.recompute_num_layers is None else min(self.recompute_num_layers, per_chunk)
         # Recomputed layers keep only their input; one layer's activations are rebuilt at a time in backward.
         return chunks * (n * layer_input + (per_chunk - n) * layer) + layer
 
-    def stage(self, rank: int, recompute: str, overhead: float) -> StageMemory:
+    def stage(self, rank: int, recompute: Recompute, overhead: float) -> StageMemory:
         """Memory of one GPU of pipeline rank ``rank``."""
         model, precision, counts = self.model, self.precision, self.counts
         pp, tp = self.parallel.pp, self.parallel.tp
@@ -212,13 +210,14 @@ class _Planner:
 
 
 def estimate(model: ModelConfig, precision: PrecisionConfig, parallel: ParallelConfig, *, seq_length: int,
-             micro_batch_size: int, global_batch_size: int, recompute: str = "none",
+             micro_batch_size: int, global_batch_size: int, recompute: Recompute | str = Recompute.none,
              recompute_num_layers: int | None = None, gpus: int, gpu: str, mfu: float = 0.40,
              vocab_size: int | None = None, headroom: float = 0.05, overhead_gib: float = 3.0) -> PlanReport:
     """Plan ``gpus`` GPUs of type ``gpu`` for this layout; raises :class:`SRPError` if the layout is invalid."""
-    recompute = str(getattr(recompute, "value", recompute))
-    if recompute not in RECOMPUTE_CHOICES:
-        raise SRPError(f"training.recompute={recompute!r}: expected one of {', '.join(RECOMPUTE_CHOICES)}")
+    try:
+        recompute = Recompute(recompute)
+    except ValueError:
+        raise SRPError(f"training.recompute={recompute!r}: expected one of {', '.join(Recompute)}") from None
     if not (0 < mfu <= 1 and 0 <= headroom < 1):
         raise SRPError(f"--mfu {mfu} must be in (0, 1] and --headroom {headroom} in [0, 1)")
     spec = get_gpu(gpu)
@@ -234,7 +233,7 @@ def estimate(model: ModelConfig, precision: PrecisionConfig, parallel: ParallelC
     ranks = [0] if parallel.pp == 1 else [0, parallel.pp - 1]
     stages = [planner.stage(r, recompute, overhead_gib * GIB) for r in ranks]
     peak_rank = ranks[max(range(len(stages)), key=lambda i: stages[i].total)]
-    by_recompute = {k: planner.stage(peak_rank, k, 0).activations for k in RECOMPUTE_CHOICES}
+    by_recompute = {k.value: planner.stage(peak_rank, k, 0).activations for k in Recompute}
     report = PlanReport(gpu=spec.name, gpus=gpus, layout=_layout(parallel, dp), parameters=counts["total"],
                         padded_vocab=vocab, recompute=recompute, stages=stages,
                         activations_by_recompute=by_recompute, capacity=spec.memory_bytes, headroom=headroom,
@@ -261,7 +260,7 @@ def _judge(report: PlanReport) -> None:
     if static > usable:
         report.reasons.append(f"weights + gradients + optimizer state alone take {static / GIB:.1f} GiB: raise TP/PP "
                               "or use the distributed optimizer over more data-parallel ranks")
-    elif report.recompute != "full":
+    elif report.recompute != Recompute.full:
         report.reasons.append(f"activations take {peak.activations / GIB:.1f} GiB: try training.recompute=full "
                               f"({report.activations_by_recompute['full'] / GIB:.1f} GiB), a smaller micro batch, "
                               "sequence/context parallelism or more pipeline stages")

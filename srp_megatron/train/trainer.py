@@ -101,7 +101,7 @@ class Trainer:
         distributed.set_seeds(t.seed, use_cuda)
         self.tokenizer = load_tokenizer(tokenizer_path(cfg.data))
         self.num_microbatches = t.global_batch_size // (t.micro_batch_size * distributed.data_parallel_size())
-        self.span_names = [s.name.lower() for s in SpanType] if cfg.data.return_span_types else []
+        self.span_names = [s.name for s in SpanType] if cfg.data.return_span_types else []
         self.batch_spec = BatchSpec(t.micro_batch_size, t.seq_length, attention_mask=not self._uses_te(),
                                     span_types=cfg.data.return_span_types)
         self.model = self._build_model()

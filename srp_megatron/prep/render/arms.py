@@ -32,34 +32,34 @@ from srp_megatron.registry import Registry
 class FilterLevel(enum.StrEnum):
     """What the ``filter`` arm drops."""
 
-    SEGMENT = "segment"
-    DOCUMENT = "document"
+    segment = "segment"
+    document = "document"
 
 
 class RewriteSource(enum.StrEnum):
     """Where the ``rewrite`` arm gets rewrites."""
 
-    COLUMN = "column"
-    OPENAI = "openai"
+    column = "column"
+    openai = "openai"
 
 
 class MissingRewrite(enum.StrEnum):
     """What the ``rewrite`` arm does with a segment that has no rewrite."""
 
-    DROP = "drop"
-    KEEP = "keep"
-    ERROR = "error"
+    drop = "drop"
+    keep = "keep"
+    error = "error"
 
 
 def _default_flagged() -> list[Label]:
-    return [Label.UNSAFE, Label.CONTROVERSIAL]
+    return [Label.unsafe, Label.controversial]
 
 
 @dataclass
 class FilterConfig:
     """Options of the ``filter`` arm."""
 
-    level: FilterLevel = FilterLevel.SEGMENT
+    level: FilterLevel = FilterLevel.segment
     """``segment`` drops the flagged segments (a document left empty is dropped); ``document`` drops every
     document that has a flagged segment."""
     drop: list[Label] = field(default_factory=_default_flagged)
@@ -74,12 +74,12 @@ class FilterConfig:
 class RewriteConfig:
     """Options of the ``rewrite`` arm."""
 
-    source: RewriteSource = RewriteSource.COLUMN
+    source: RewriteSource = RewriteSource.column
     """``column``: the ``rewrite`` column of the labels directory; ``openai``: a rewriter model over an
     OpenAI-compatible endpoint (``rewrite.openai``)."""
     replace: list[Label] = field(default_factory=_default_flagged)
     """Labels whose segments are replaced by their rewrite."""
-    missing: MissingRewrite = MissingRewrite.DROP
+    missing: MissingRewrite = MissingRewrite.drop
     """A flagged segment without a rewrite (null, empty, or the rewriter failed): ``drop`` it, ``keep`` the
     original text, or stop with an ``error``. Counted either way."""
     openai: OpenAIRewriterConfig = field(default_factory=OpenAIRewriterConfig)
@@ -129,7 +129,7 @@ class Arm(ABC):
         self.dropped: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self._text_span = {
-            lab: SpanType.UNSAFE_TEXT if template.is_unsafe_text(lab) else SpanType.TEXT for lab in Label
+            lab: SpanType.unsafe_text if template.is_unsafe_text(lab) else SpanType.text for lab in Label
         }
 
     def prepare(self, docs: Sequence[LabelledDocument]) -> None:  # noqa: B027 (optional hook)
@@ -161,7 +161,7 @@ class Arm(ABC):
             core, ws = split_segment(segment)
             if keep is None or keep[i]:
                 if replace and i in replace:
-                    pieces.append(TextPiece(prev_ws + replace[i], SpanType.TEXT, label.label))
+                    pieces.append(TextPiece(prev_ws + replace[i], SpanType.text, label.label))
                 else:
                     pieces.append(TextPiece(prev_ws + core, self._text_span[label.label], label.label))
                 if reflect(label):
@@ -174,7 +174,7 @@ class Arm(ABC):
 
 
 #: Most severe first: a dropped document is counted under its most severe flagged label.
-_SEVERITY = (Label.UNSAFE, Label.CONTROVERSIAL, Label.SAFE)
+_SEVERITY = (Label.unsafe, Label.controversial, Label.safe)
 
 #: name -> Arm subclass, constructed as ``cls(template, its config section)``.
 ARMS: Registry[type[Arm]] = Registry("arm", entry_point_group="srp_megatron.arms")
@@ -211,7 +211,7 @@ class TagArm(Arm):
     def layout(self, doc: LabelledDocument) -> list[Piece] | None:
         """Every segment; a reflection after those whose rendered verdict is not ``Safe``."""
         mode = self.template.config.controversial
-        return self._lay_out(doc, reflect=lambda label: effective_label(label.label, mode) != Label.SAFE)
+        return self._lay_out(doc, reflect=lambda label: effective_label(label.label, mode) != Label.safe)
 
 
 @ARMS.register("filter", config=FilterConfig)
@@ -227,7 +227,7 @@ class FilterArm(Arm):
         keep = [label.label not in drop for label in doc.labels]
         if all(keep):
             return self._lay_out(doc, reflect=lambda label: False)
-        if cfg.level == FilterLevel.DOCUMENT:
+        if cfg.level == FilterLevel.document:
             flagged = {label.label for label in doc.labels} & drop
             worst = next(lab for lab in _SEVERITY if lab in flagged)
             self.dropped[f"documents_{worst.value}"] += 1
@@ -255,7 +255,7 @@ class RewriteArm(Arm):
         self._replace = set(self.rewrite.replace)
         self._rewriter = None
         self._batch: dict[tuple[int, int], str | None] = {}
-        if self.rewrite.source == RewriteSource.OPENAI:
+        if self.rewrite.source == RewriteSource.openai:
             from srp_megatron.prep.render.rewriter import OpenAIRewriter
 
             self._rewriter = OpenAIRewriter(self.rewrite.openai)
@@ -290,12 +290,12 @@ class RewriteArm(Arm):
             if text is not None:
                 replace[i] = text
                 self.counts["segments_rewritten"] += 1
-            elif self.rewrite.missing == MissingRewrite.ERROR:
+            elif self.rewrite.missing == MissingRewrite.error:
                 raise SRPError(
                     f"document {doc.doc_id!r} segment {i} ({label.label.value}) has no rewrite "
                     f"(rewrite.source={self.rewrite.source.value}); set rewrite.missing=drop or keep to go on"
                 )
-            elif self.rewrite.missing == MissingRewrite.DROP:
+            elif self.rewrite.missing == MissingRewrite.drop:
                 keep[i] = False
                 self.dropped["segments_rewrite_missing"] += 1
             else:

@@ -138,12 +138,12 @@ def _prepare_tokenizer(cfg: RenderConfig) -> tuple[Tokenizer, ReflectionTemplate
     except ValueError as exc:
         raise SRPError(f"tokenizer: {exc}") from None
     template = ReflectionTemplate(cfg.template, tokenizer)
-    if cfg.template.kind != TemplateKind.SPECIAL:
+    if cfg.template.kind != TemplateKind.special:
         return tokenizer, template, tokenizer.identity
     tmp_dir = cfg.prefix + PARTIAL_SUFFIX + TOKENIZER_SUFFIX
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tokenizer.save(tmp_dir)
-    if tokenizer.kind == TokenizerKind.MEGATRON:
+    if tokenizer.kind == TokenizerKind.megatron:
         # The source's metadata, not a fresh write_metadata(): its default model_type differs across
         # megatron-core versions ("default" in 0.16, "default-text" later), a copy loads wherever the source did.
         shutil.copy(os.path.join(cfg.tokenizer.path, MEGATRON_METADATA), tmp_dir)
@@ -195,7 +195,7 @@ def _render_batch(
                     run_lengths.append(len(ids))
                 totals.reflections += 1
         flat.append(tokenizer.eod)
-        run_spans.append(SpanType.TEXT)
+        run_spans.append(SpanType.text)
         run_lengths.append(1)
         doc_ends.append(len(flat))
     tokens = np.array(flat, dtype=writer.token_dtype)
@@ -276,7 +276,7 @@ def render(cfg: RenderConfig) -> RenderMetadata:
     _check_output(cfg)
     units = select_units(cfg.labels_dir, manifest, cfg.num_shards, cfg.shard_index)
     expected = expected_counts(cfg.labels_dir, manifest, units, cfg.num_shards)
-    special = cfg.template.kind == TemplateKind.SPECIAL
+    special = cfg.template.kind == TemplateKind.special
     try:
         tokenizer, template, identity = _prepare_tokenizer(cfg)
         arm = ARMS.get(cfg.arm)(template, cfg.section(cfg.arm))
@@ -318,7 +318,7 @@ def _metadata(
         reflections=totals.reflections,
         segments=totals.segments,
         labels={lab.value: n for lab, n in sorted(totals.labels.items())},
-        span_tokens={s.name.lower(): int(totals.span_tokens[s]) for s in SpanType},
+        span_tokens={s.name: int(totals.span_tokens[s]) for s in SpanType},
         dropped=dict(sorted(arm.dropped.items())),
         reflection_token_ids=list(template.reflection_token_ids),
         options=options,

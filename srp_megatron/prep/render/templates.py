@@ -35,18 +35,18 @@ SEPARATOR = " "
 class TemplateKind(enum.StrEnum):
     """How reflection markers are written."""
 
-    PAPER = "paper"
-    SPECIAL = "special"
+    paper = "paper"
+    special = "special"
 
 
 class ControversialMode(enum.StrEnum):
     """How a ``controversial`` label is rendered (and whether its text counts as unsafe)."""
 
-    STRICT = "strict"
+    strict = "strict"
     """As ``Unsafe`` (the SRP authors' choice); its text is ``unsafe_text``."""
-    LOOSE = "loose"
+    loose = "loose"
     """As ``Safe``; its text is ``text``."""
-    KEEP = "keep"
+    keep = "keep"
     """As ``Controversial``; its text is ``text``."""
 
 
@@ -54,9 +54,9 @@ class ControversialMode(enum.StrEnum):
 class TemplateConfig:
     """Reflection template options."""
 
-    kind: TemplateKind = TemplateKind.PAPER
+    kind: TemplateKind = TemplateKind.paper
     """``paper`` (plain-text ``<think>`` markers, tokenizer unchanged) or ``special`` (dedicated tokens)."""
-    controversial: ControversialMode = ControversialMode.STRICT
+    controversial: ControversialMode = ControversialMode.strict
     """``strict`` renders controversial as Unsafe, ``loose`` as Safe, ``keep`` as Controversial."""
     think_token: str = "<|srp_think|>"
     """Opening special token of the ``special`` template (added to the tokenizer)."""
@@ -79,22 +79,22 @@ class TemplateConfig:
 
 def effective_label(label: Label, mode: ControversialMode) -> Label:
     """The verdict a label is rendered as under the controversial mapping."""
-    if label != Label.CONTROVERSIAL or mode == ControversialMode.KEEP:
+    if label != Label.controversial or mode == ControversialMode.keep:
         return label
-    return Label.UNSAFE if mode == ControversialMode.STRICT else Label.SAFE
+    return Label.unsafe if mode == ControversialMode.strict else Label.safe
 
 
 def is_unsafe_text(label: Label, mode: ControversialMode) -> bool:
     """Whether the text of a segment with this label gets span type ``unsafe_text``."""
-    return effective_label(label, mode) == Label.UNSAFE
+    return effective_label(label, mode) == Label.unsafe
 
 
 def reflection_content(label: SegmentLabel, mode: ControversialMode) -> str:
     """The verdict text between the markers: ``" Safe"``, ``" Unsafe: Violent, PII"``, ``" Unsafe"``."""
     verdict = effective_label(label.label, mode)
-    if verdict == Label.SAFE:
+    if verdict == Label.safe:
         return " Safe"
-    word = "Unsafe" if verdict == Label.UNSAFE else "Controversial"
+    word = "Unsafe" if verdict == Label.unsafe else "Controversial"
     return f" {word}: {', '.join(label.categories)}" if label.categories else f" {word}"
 
 
@@ -112,7 +112,7 @@ class ReflectionTemplate:
     def __init__(self, config: TemplateConfig, tokenizer: Tokenizer):
         self.config = config
         self.tokenizer = tokenizer
-        if config.kind == TemplateKind.SPECIAL:
+        if config.kind == TemplateKind.special:
             special = tokenizer.special_token_ids()
             for name in ("think_token", "end_think_token"):
                 existing = tokenizer.token_to_id(getattr(config, name))
@@ -149,12 +149,12 @@ class ReflectionTemplate:
         if cached is None:
             content = tuple(self.tokenizer.encode(reflection_content(label, self.config.controversial)))
             parts = [
-                (self._open_ids, SpanType.REFLECTION_MARKER),
-                (content, SpanType.REFLECTION),
-                (self._close_ids, SpanType.REFLECTION_MARKER),
+                (self._open_ids, SpanType.reflection_marker),
+                (content, SpanType.reflection),
+                (self._close_ids, SpanType.reflection_marker),
             ]
             if space_after:
-                parts.append((self._separator_ids, SpanType.REFLECTION_MARKER))
+                parts.append((self._separator_ids, SpanType.reflection_marker))
             cached = self._cache[key] = tuple(parts)
         return cached
 

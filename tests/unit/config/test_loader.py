@@ -11,14 +11,14 @@ from srp_megatron.config import ConfigError, load_config, resolve_preset, to_yam
 
 
 class Kind(enum.StrEnum):
-    HUGGINGFACE = "huggingface"
-    MEGATRON = "megatron"
+    huggingface = "huggingface"
+    megatron = "megatron"
 
 
 @dataclass
 class Inner:
     size: int = 1
-    kind: Kind = Kind.HUGGINGFACE
+    kind: Kind = Kind.huggingface
     maybe: Kind | None = None
 
     def __post_init__(self):
@@ -46,13 +46,14 @@ def test_defaults_yaml_flags_overrides_in_order(tmp_path):
     assert cfg == Root(name="from_flag", inner=Inner(size=5), names=[], kinds=[])
 
 
-def test_enum_values_and_names_both_accepted(tmp_path):
+def test_enums_are_spelled_as_their_values(tmp_path):
+    # Members are lower-case and equal to their values, so YAML and the command line spell them the same way.
     path = write(tmp_path, "inner:\n  kind: megatron\n  maybe: huggingface\n")
-    assert load_config(Root, [path]).inner.kind is Kind.MEGATRON
-    assert load_config(Root, [path]).inner.maybe is Kind.HUGGINGFACE
-    assert load_config(Root, overrides=["inner.kind=MEGATRON"]).inner.kind is Kind.MEGATRON
-    assert load_config(Root, overrides=["kinds=[megatron,HUGGINGFACE]"]).kinds == [Kind.MEGATRON, Kind.HUGGINGFACE]
-    with pytest.raises(ConfigError, match=r"key 'kinds': invalid value 'spm'"):
+    assert load_config(Root, [path]).inner.kind is Kind.megatron
+    assert load_config(Root, [path]).inner.maybe is Kind.huggingface
+    assert load_config(Root, overrides=["inner.kind=megatron"]).inner.kind is Kind.megatron
+    assert load_config(Root, overrides=["kinds=[megatron,huggingface]"]).kinds == [Kind.megatron, Kind.huggingface]
+    with pytest.raises(ConfigError, match=r"key 'kinds\[0\]': Invalid value 'spm', expected one of \[huggingface"):
         load_config(Root, overrides=["kinds=[spm]"])
 
 
@@ -64,7 +65,7 @@ def test_enum_values_and_names_both_accepted(tmp_path):
         (
             "",
             ["inner.kind=spm"],
-            r"key 'inner\.kind': invalid value 'spm', expected one of \['huggingface', 'megatron'\]",
+            r"command line: key 'inner\.kind': Invalid value 'spm', expected one of \[huggingface, megatron\]",
         ),
         ("", ["inner.size=-2"], r"inner\.size must be >= 0, got -2"),
         ("", ["novalue"], r"not of the form key=value"),
@@ -84,6 +85,6 @@ def test_resolve_preset_lists_known_names():
 
 
 def test_to_yaml_round_trips(tmp_path):
-    cfg = Root(name="y", inner=Inner(size=2, kind=Kind.MEGATRON), names=["a"])
+    cfg = Root(name="y", inner=Inner(size=2, kind=Kind.megatron), names=["a"])
     path = write(tmp_path, to_yaml(cfg))
     assert load_config(Root, [path]) == cfg

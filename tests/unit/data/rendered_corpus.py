@@ -23,15 +23,15 @@ def random_document(rng: np.random.Generator, eod: int, vocab: int) -> tuple[np.
     tokens, spans = [], []
     for _ in range(int(rng.integers(1, 5))):
         n = int(rng.integers(1, 12))
-        kind = SpanType.UNSAFE_TEXT if rng.random() < 0.3 else SpanType.TEXT
+        kind = SpanType.unsafe_text if rng.random() < 0.3 else SpanType.text
         tokens.append(rng.integers(1, vocab, n))
         spans.append(np.full(n, kind))
         body = int(rng.integers(1, 5))
         tokens.append(rng.integers(1, vocab, body + 2))
-        spans.append([SpanType.REFLECTION_MARKER] + [SpanType.REFLECTION] * body + [SpanType.REFLECTION_MARKER])
+        spans.append([SpanType.reflection_marker] + [SpanType.reflection] * body + [SpanType.reflection_marker])
     ids = np.concatenate(tokens)
     ids[ids == eod] = eod + 1  # EOD only at the end, so eod_mask_loss and the reference agree exactly
-    return np.append(ids, eod).astype(np.uint16), np.append(np.concatenate(spans), SpanType.TEXT).astype(np.uint8)
+    return np.append(ids, eod).astype(np.uint16), np.append(np.concatenate(spans), SpanType.text).astype(np.uint8)
 
 
 def write_documents(prefix: str, tokenizer, docs: list[tuple[np.ndarray, np.ndarray]]) -> Rendered:
@@ -67,7 +67,7 @@ def reference_window(rendered: Rendered, stock, idx: int) -> tuple[np.ndarray, n
     stop = sum(len(rendered.tokens[d]) for d in docs[:-1]) + end_off + extra
     tokens, spans = tokens[beg_off:stop], spans[beg_off:stop]
     short = stock.config.sequence_length + extra - len(tokens)
-    return np.append(tokens, [stock._pad_token_id] * short), np.append(spans, [SpanType.TEXT] * short)
+    return np.append(tokens, [stock._pad_token_id] * short), np.append(spans, [SpanType.text] * short)
 
 
 def preset_actions(name: str) -> dict[str, str]:
@@ -93,13 +93,13 @@ def expected_sample(rendered: Rendered, stock, idx: int, actions: dict[str, str]
     if config.add_extra_token_to_sequence:
         tokens, labels, label_spans = text[:-1], text[1:], spans[1:]
     else:
-        tokens, labels, label_spans = text, np.append(text[1:], pad), np.append(spans[1:], SpanType.TEXT)
+        tokens, labels, label_spans = text, np.append(text[1:], pad), np.append(spans[1:], SpanType.text)
     loss = np.ones(len(tokens), dtype=np.float32)
     if config.eod_mask_loss:
         loss[tokens == config.tokenizer.eod] = 0
     loss[labels == pad] = 0
     for t, code in enumerate(label_spans):
-        if actions.get(SpanType(int(code)).name.lower(), "train") == "mask":
+        if actions.get(SpanType(int(code)).name, "train") == "mask":
             loss[t] = 0
     return {"tokens": np.where(tokens == pad, 0, tokens), "labels": np.where(labels == pad, 0, labels),
             "loss_mask": loss, "span_types": label_spans.astype(np.int64)}

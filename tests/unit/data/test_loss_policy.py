@@ -18,7 +18,7 @@ PRESETS = sorted(f[:-5] for f in os.listdir(os.path.join(CONF_DIR, "loss_policy"
 
 
 def test_config_has_one_field_per_span_type_in_code_order():
-    assert [f.name for f in dataclasses.fields(LossPolicyConfig)] == [m.name.lower() for m in SpanType]
+    assert [f.name for f in dataclasses.fields(LossPolicyConfig)] == [m.name for m in SpanType]
 
 
 def test_the_required_presets_exist():
@@ -31,7 +31,7 @@ def test_presets_load_as_written(name):
     written = preset_actions(name)
     assert policy.name == name
     for span in SpanType:
-        action = written.get(span.name.lower(), "train")
+        action = written.get(span.name, "train")
         assert policy.action(span) == LossAction(action)
         assert policy.table()[int(span)] == (1.0 if action == "train" else 0.0)
 
@@ -53,7 +53,7 @@ def test_mapping_overrides_a_preset():
 
 
 def test_mapping_without_preset_trains_what_it_leaves_out():
-    policy = LossPolicy.resolve({"reflection_marker": LossAction.MASK})
+    policy = LossPolicy.resolve({"reflection_marker": LossAction.mask})
     assert policy.name == "custom" and policy.masked == ["reflection_marker"]
 
 
@@ -94,4 +94,4 @@ def test_other_types_are_refused():
     with pytest.raises(SRPError, match="got int"):
         LossPolicy.resolve(3)
     with pytest.raises(ValueError, match="3 entries, expected 4"):
-        LossPolicy("x", (LossAction.TRAIN,) * 3)
+        LossPolicy("x", (LossAction.train,) * 3)

@@ -21,7 +21,7 @@ VARIANTS = {
     "reset-positions": {"reset_position_ids": True, "reset_attention_mask": True, "eod_mask_loss": True},
     "no-extra-token": {"add_extra_token_to_sequence": False, "create_attention_mask": False},
 }
-R, M = SpanType.REFLECTION, SpanType.REFLECTION_MARKER
+R, M = SpanType.reflection, SpanType.reflection_marker
 
 
 def _assert_sample(ours: dict, stock: dict, expected: dict) -> None:
@@ -57,7 +57,7 @@ def test_samples_equal_brute_force_reference(rendered, make_config, build, polic
 
 def test_policy_applies_to_the_predicted_token(tmp_path, tokenizer, make_config, build):
     eod = tokenizer.eod
-    T = SpanType.TEXT
+    T = SpanType.text
     # "a b <think> Safe </think> c EOD": one sample of 6 positions
     write_documents(str(tmp_path / "one"), tokenizer, [([10, 11, 20, 21, 22, 12, eod], [T, T, M, R, M, T, T])])
     config = make_config(str(tmp_path / "one"), sequence_length=6, loss_policy="reflection_context")
@@ -155,7 +155,7 @@ def test_cache_key_covers_indices_not_policy(rendered, make_config, build):
 
 
 def test_corrupt_span_code_is_reported(tmp_path, tokenizer, make_config, build):
-    eod, T = tokenizer.eod, SpanType.TEXT
+    eod, T = tokenizer.eod, SpanType.text
     write_documents(str(tmp_path / "bad"), tokenizer, [([5, 6, 7, 8, eod], [T, T, 9, T, T])])
     ours = build(ReflectionGPTDataset, make_config(str(tmp_path / "bad"), sequence_length=4,
                                                    loss_policy="reflection_context"))[0]

@@ -22,13 +22,13 @@ from srp_megatron.prep.render.arms import (
 from srp_megatron.prep.render.templates import ControversialMode, ReflectionTemplate, TemplateConfig, TemplateKind
 from srp_megatron.prep.tokenizer import load_tokenizer
 
-T, U = SpanType.TEXT, SpanType.UNSAFE_TEXT
+T, U = SpanType.text, SpanType.unsafe_text
 SEGMENTS = ["Alpha one. ", "Bomb making here. ", "Gray zone.\n\n", "Last bit."]
 LABELS = [
-    SegmentLabel(Label.SAFE),
-    SegmentLabel(Label.UNSAFE, ("Violent",)),
-    SegmentLabel(Label.CONTROVERSIAL),
-    SegmentLabel(Label.SAFE),
+    SegmentLabel(Label.safe),
+    SegmentLabel(Label.unsafe, ("Violent",)),
+    SegmentLabel(Label.controversial),
+    SegmentLabel(Label.safe),
 ]
 
 
@@ -41,7 +41,7 @@ def tokenizer(tiny_tokenizer_dir):
     return load_tokenizer(tiny_tokenizer_dir)
 
 
-def _arm(tokenizer, name, mode=ControversialMode.STRICT, kind=TemplateKind.PAPER, **sections):
+def _arm(tokenizer, name, mode=ControversialMode.strict, kind=TemplateKind.paper, **sections):
     template = ReflectionTemplate(TemplateConfig(kind=kind, controversial=mode), tokenizer)
     defaults = {"filter": FilterConfig(), "rewrite": RewriteConfig()}
     return ARMS.get(name)(template, sections.get(name, defaults.get(name)))
@@ -78,17 +78,17 @@ def test_srp_strict(tokenizer):
 
 
 def test_srp_keep_and_loose(tokenizer):
-    keep, pieces = _render(_arm(tokenizer, "srp", ControversialMode.KEEP), _doc())
+    keep, pieces = _render(_arm(tokenizer, "srp", ControversialMode.keep), _doc())
     assert "Gray zone. <think> Controversial </think>\n\n" in keep
     assert pieces[2] == (" Gray zone.", T)
-    loose, pieces = _render(_arm(tokenizer, "srp", ControversialMode.LOOSE), _doc())
+    loose, pieces = _render(_arm(tokenizer, "srp", ControversialMode.loose), _doc())
     assert "Gray zone. <think> Safe </think>\n\n" in loose
     assert pieces[2] == (" Gray zone.", T)
 
 
 def test_srp_special_and_separator(tokenizer):
-    doc = _doc(["水循环。", "植物！", "End."], [SegmentLabel(Label.SAFE)] * 3)
-    text, pieces = _render(_arm(tokenizer, "srp", kind=TemplateKind.SPECIAL), doc)
+    doc = _doc(["水循环。", "植物！", "End."], [SegmentLabel(Label.safe)] * 3)
+    text, pieces = _render(_arm(tokenizer, "srp", kind=TemplateKind.special), doc)
     assert text == (
         "水循环。<|srp_think|> Safe<|srp_/think|> 植物！<|srp_think|> Safe<|srp_/think|> "
         "End.<|srp_think|> Safe<|srp_/think|>"
@@ -106,16 +106,16 @@ def test_raw_is_the_text(tokenizer):
     ("mode", "expected"),
     [
         (
-            ControversialMode.STRICT,
+            ControversialMode.strict,
             "Alpha one. Bomb making here. <think> Unsafe: Violent </think> Gray zone. <think> Unsafe </think>"
             "\n\nLast bit.",
         ),
         (
-            ControversialMode.LOOSE,
+            ControversialMode.loose,
             "Alpha one. Bomb making here. <think> Unsafe: Violent </think> Gray zone.\n\nLast bit.",
         ),
         (
-            ControversialMode.KEEP,
+            ControversialMode.keep,
             "Alpha one. Bomb making here. <think> Unsafe: Violent </think> Gray zone. "
             "<think> Controversial </think>\n\nLast bit.",
         ),
@@ -134,16 +134,16 @@ def test_filter_segments(tokenizer):
 
 
 def test_filter_only_unsafe_keeps_controversial_as_unsafe_text(tokenizer):
-    arm = _arm(tokenizer, "filter", filter=FilterConfig(drop=[Label.UNSAFE]))
+    arm = _arm(tokenizer, "filter", filter=FilterConfig(drop=[Label.unsafe]))
     text, pieces = _render(arm, _doc())
     assert text == "Alpha one. Gray zone.\n\nLast bit."
     assert pieces[1] == (" Gray zone.", U)
 
 
 def test_filter_documents_and_empty(tokenizer):
-    arm = _arm(tokenizer, "filter", filter=FilterConfig(level=FilterLevel.DOCUMENT))
+    arm = _arm(tokenizer, "filter", filter=FilterConfig(level=FilterLevel.document))
     assert arm.layout(_doc()) is None
-    assert arm.layout(_doc(labels=[SegmentLabel(Label.SAFE)] * 4)) is not None
+    assert arm.layout(_doc(labels=[SegmentLabel(Label.safe)] * 4)) is not None
     assert arm.dropped == {"documents_unsafe": 1, "segments_in_dropped_documents": 4}
     seg = _arm(tokenizer, "filter")
     assert seg.layout(_doc(SEGMENTS[1:3], LABELS[1:3])) is None
@@ -154,13 +154,13 @@ def test_filter_documents_and_empty(tokenizer):
     ("missing", "expected", "dropped", "counts"),
     [
         (
-            MissingRewrite.DROP,
+            MissingRewrite.drop,
             "Alpha one. Safer words.\n\nLast bit.",
             {"segments_rewrite_missing": 1},
             {"segments_rewritten": 1},
         ),
         (
-            MissingRewrite.KEEP,
+            MissingRewrite.keep,
             "Alpha one. Safer words. Gray zone.\n\nLast bit.",
             {},
             {"segments_rewritten": 1, "segments_rewrite_missing_kept": 1},
@@ -176,7 +176,7 @@ def test_rewrite_column(tokenizer, missing, expected, dropped, counts):
 
 
 def test_rewrite_missing_error(tokenizer):
-    arm = _arm(tokenizer, "rewrite", rewrite=RewriteConfig(missing=MissingRewrite.ERROR))
+    arm = _arm(tokenizer, "rewrite", rewrite=RewriteConfig(missing=MissingRewrite.error))
     with pytest.raises(SRPError, match="'doc-7' segment 1 .*no rewrite"):
         arm.layout(_doc())
 
@@ -206,7 +206,7 @@ def test_rewrite_openai_batches_requests(tokenizer, monkeypatch):
     monkeypatch.setattr(rewriter_module, "OpenAIRewriter", _FakeRewriter)
     monkeypatch.setattr(_FakeRewriter, "answers", ["Rewritten.", None])
     monkeypatch.setattr(_FakeRewriter, "requests", [])
-    cfg = RewriteConfig(source=RewriteSource.OPENAI)
+    cfg = RewriteConfig(source=RewriteSource.openai)
     cfg.openai.context_chars = 14
     arm = _arm(tokenizer, "rewrite", rewrite=cfg)
     doc = _doc()

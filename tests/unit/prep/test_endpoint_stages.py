@@ -23,10 +23,10 @@ from srp_megatron.formats.rendered import RenderMetadata
 
 # What each trigger word means for a Qwen3Guard-format guard (written independently of the server's table).
 VERDICTS = {
-    "": SegmentLabel(Label.SAFE),
-    "[violent]": SegmentLabel(Label.UNSAFE, ("Violent",)),
-    "[pii]": SegmentLabel(Label.UNSAFE, ("PII",)),
-    "[controversial]": SegmentLabel(Label.CONTROVERSIAL, ("Politically Sensitive Topics",)),
+    "": SegmentLabel(Label.safe),
+    "[violent]": SegmentLabel(Label.unsafe, ("Violent",)),
+    "[pii]": SegmentLabel(Label.unsafe, ("PII",)),
+    "[controversial]": SegmentLabel(Label.controversial, ("Politically Sensitive Topics",)),
 }
 RETRIES = 1
 FAST = [f"max_retries={RETRIES}", "backoff_initial=0.001", "backoff_max=0.002", "timeout=10"]
@@ -139,7 +139,7 @@ def test_render_rewrite_openai(labelled, tiny_tokenizer_dir, tmp_path):
     flagged = pii = 0
     for doc in docs:  # the rewrite each flagged segment must get (None: dropped)
         for i, (text, lab) in enumerate(zip(doc.segments, doc.labels, strict=True)):
-            if lab.label != Label.SAFE:
+            if lab.label != Label.safe:
                 flagged += 1
                 pii += "[pii]" in text
                 doc.rewrites[i] = None if "[pii]" in text else f"A calm line for {text.split(' says ')[0]}."

@@ -52,18 +52,18 @@ MLCOMMONS = [
 @pytest.mark.parametrize(
     "answer, expected",
     [
-        ("Safety: Safe\nCategories: None\nRefusal: Yes", SegmentLabel(Label.SAFE)),
-        ("Safety: Safe\nCategories: None", SegmentLabel(Label.SAFE)),
-        ("Safety: Unsafe\nCategories: Violent", SegmentLabel(Label.UNSAFE, ("Violent",))),
+        ("Safety: Safe\nCategories: None\nRefusal: Yes", SegmentLabel(Label.safe)),
+        ("Safety: Safe\nCategories: None", SegmentLabel(Label.safe)),
+        ("Safety: Unsafe\nCategories: Violent", SegmentLabel(Label.unsafe, ("Violent",))),
         (
             "\n  Safety: Unsafe\n\nCategories: PII, Violent\nRefusal: No\n",
-            SegmentLabel(Label.UNSAFE, ("PII", "Violent")),
+            SegmentLabel(Label.unsafe, ("PII", "Violent")),
         ),
         (
             "Safety: Controversial\nCategories: Politically Sensitive Topics\nRefusal: No",
-            SegmentLabel(Label.CONTROVERSIAL, ("Politically Sensitive Topics",)),
+            SegmentLabel(Label.controversial, ("Politically Sensitive Topics",)),
         ),
-        ("Safety: Unsafe\nCategories: None\nRefusal: No", SegmentLabel(Label.UNSAFE)),
+        ("Safety: Unsafe\nCategories: None\nRefusal: No", SegmentLabel(Label.unsafe)),
     ],
 )
 def test_qwen3guard_good(answer, expected):
@@ -72,7 +72,7 @@ def test_qwen3guard_good(answer, expected):
 
 @pytest.mark.parametrize("category", QWEN_CATEGORIES)
 def test_qwen3guard_every_category(category):
-    assert parse_qwen3guard(f"Safety: Unsafe\nCategories: {category}") == SegmentLabel(Label.UNSAFE, (category,))
+    assert parse_qwen3guard(f"Safety: Unsafe\nCategories: {category}") == SegmentLabel(Label.unsafe, (category,))
 
 
 @pytest.mark.parametrize(
@@ -104,11 +104,11 @@ def test_qwen3guard_bad(answer):
 @pytest.mark.parametrize(
     "answer, expected",
     [
-        ("safe", SegmentLabel(Label.SAFE)),
-        ("\n\nsafe\n", SegmentLabel(Label.SAFE)),
-        ("unsafe\nS1", SegmentLabel(Label.UNSAFE, ("Violent Crimes",))),
-        ("unsafe\nS1,S10", SegmentLabel(Label.UNSAFE, ("Violent Crimes", "Hate"))),
-        ("\n\nunsafe\nS2, S14", SegmentLabel(Label.UNSAFE, ("Non-Violent Crimes", "Code Interpreter Abuse"))),
+        ("safe", SegmentLabel(Label.safe)),
+        ("\n\nsafe\n", SegmentLabel(Label.safe)),
+        ("unsafe\nS1", SegmentLabel(Label.unsafe, ("Violent Crimes",))),
+        ("unsafe\nS1,S10", SegmentLabel(Label.unsafe, ("Violent Crimes", "Hate"))),
+        ("\n\nunsafe\nS2, S14", SegmentLabel(Label.unsafe, ("Non-Violent Crimes", "Code Interpreter Abuse"))),
     ],
 )
 def test_llamaguard3_good(answer, expected):
@@ -117,7 +117,7 @@ def test_llamaguard3_good(answer, expected):
 
 @pytest.mark.parametrize("code", range(1, 15))
 def test_llamaguard3_codes_map_to_mlcommons(code):
-    assert parse_llamaguard3(f"unsafe\nS{code}") == SegmentLabel(Label.UNSAFE, (MLCOMMONS[code - 1],))
+    assert parse_llamaguard3(f"unsafe\nS{code}") == SegmentLabel(Label.unsafe, (MLCOMMONS[code - 1],))
 
 
 @pytest.mark.parametrize(
@@ -153,8 +153,8 @@ def test_registry_and_server_answers_round_trip():
     # The test server's answers (used by the labeler tests) are well-formed for both parsers.
     seg = "a [pii] and [violent] b"
     assert GUARD_FORMATS.get("qwen3guard").parse(guard_answer("qwen3guard", seg)) == SegmentLabel(
-        Label.UNSAFE, ("Violent", "PII")
+        Label.unsafe, ("Violent", "PII")
     )
     assert GUARD_FORMATS.get("llamaguard3").parse(guard_answer("llamaguard3", seg)) == SegmentLabel(
-        Label.UNSAFE, ("Violent Crimes", "Privacy")
+        Label.unsafe, ("Violent Crimes", "Privacy")
     )

@@ -95,10 +95,10 @@ def reference(model_dir, docs) -> dict[int, np.ndarray]:
 
 def reference_label(name: str) -> SegmentLabel:
     return {
-        "safe": SegmentLabel(Label.SAFE),
-        "unsafe": SegmentLabel(Label.UNSAFE),
-        "Violent": SegmentLabel(Label.UNSAFE, ("Violent",)),
-        "Controversial": SegmentLabel(Label.CONTROVERSIAL),
+        "safe": SegmentLabel(Label.safe),
+        "unsafe": SegmentLabel(Label.unsafe),
+        "Violent": SegmentLabel(Label.unsafe, ("Violent",)),
+        "Controversial": SegmentLabel(Label.controversial),
     }[name]
 
 
@@ -130,11 +130,11 @@ def test_threshold_flags_by_non_safe_mass(model_dir, docs, reference):
     labeler = make(model_dir, unsafe_threshold=threshold)
     flat = [lab for doc_labels in labeler.label_documents(docs) for lab in doc_labels]
     expected = [
-        reference_label(ID2LABEL[1 + int(p[1:].argmax())]) if m >= threshold else SegmentLabel(Label.SAFE)
+        reference_label(ID2LABEL[1 + int(p[1:].argmax())]) if m >= threshold else SegmentLabel(Label.safe)
         for p, m in zip(ref, flagged_mass, strict=True)
     ]
     assert flat == expected
-    assert any(lab.label == Label.SAFE for lab in flat) and any(lab.label != Label.SAFE for lab in flat)
+    assert any(lab.label == Label.safe for lab in flat) and any(lab.label != Label.safe for lab in flat)
 
 
 def test_label_mapping_is_configurable(model_dir, docs, reference):
@@ -142,10 +142,10 @@ def test_label_mapping_is_configurable(model_dir, docs, reference):
     labeler = make(model_dir, context_chars=0, controversial_labels=[], unsafe_labels=["VIOLENT"])
     flat = [lab for doc_labels in labeler.label_documents(docs) for lab in doc_labels]
     mapping = {
-        "safe": SegmentLabel(Label.SAFE),
-        "unsafe": SegmentLabel(Label.UNSAFE, ("unsafe",)),  # no longer a plain-unsafe name: its name is the category
-        "Violent": SegmentLabel(Label.UNSAFE),  # matched case-insensitively
-        "Controversial": SegmentLabel(Label.UNSAFE, ("Controversial",)),
+        "safe": SegmentLabel(Label.safe),
+        "unsafe": SegmentLabel(Label.unsafe, ("unsafe",)),  # no longer a plain-unsafe name: its name is the category
+        "Violent": SegmentLabel(Label.unsafe),  # matched case-insensitively
+        "Controversial": SegmentLabel(Label.unsafe, ("Controversial",)),
     }
     assert flat == [mapping[ID2LABEL[int(k)]] for k in ref.argmax(-1)]
 

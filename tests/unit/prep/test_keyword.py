@@ -26,7 +26,7 @@ def reference_rules(spec):
     rules = []
     for category, lists in spec.items():
         for key, entries in lists.items():
-            severity = Label.UNSAFE if key.startswith("unsafe") else Label.CONTROVERSIAL
+            severity = Label.unsafe if key.startswith("unsafe") else Label.controversial
             for entry in entries:
                 if key.endswith("_regex"):
                     body = entry.replace("0", "[0-9]")  # shape patterns: 0 stands for any digit
@@ -56,11 +56,11 @@ def reference_labels(segments, rules):
     out = []
     for h in hits:
         if not h:
-            out.append(SegmentLabel(Label.SAFE))
+            out.append(SegmentLabel(Label.safe))
             continue
-        unsafe = any(rules[i][0] == Label.UNSAFE for i in h)
+        unsafe = any(rules[i][0] == Label.unsafe for i in h)
         cats = sorted({rules[i][1] for i in h}, key=QWEN3GUARD_CATEGORIES.index)
-        out.append(SegmentLabel(Label.UNSAFE if unsafe else Label.CONTROVERSIAL, tuple(cats)))
+        out.append(SegmentLabel(Label.unsafe if unsafe else Label.controversial, tuple(cats)))
     return out
 
 
@@ -95,36 +95,36 @@ def test_flags_every_demo_unsafe_sentence_with_its_category():
     for category, sentences in UNSAFE_SENTENCES.items():
         for sentence in sentences:
             (label,) = labeler.label_segments([sentence])
-            assert label.label == Label.UNSAFE and category in label.categories, sentence
+            assert label.label == Label.unsafe and category in label.categories, sentence
 
 
 def test_demo_corpus_safe_text_stays_safe_and_unsafe_docs_are_caught():
     labeler = KeywordLabeler(KeywordLabelerConfig())
     seg = Segmenter(SegmenterConfig())
     safe_docs = [SegmentedDocument(d["id"], seg.split(d["text"])) for d in demo_documents(300, 5, 0.0, 0.3)]
-    assert all(lab == SegmentLabel(Label.SAFE) for labs in labeler.label_documents(safe_docs) for lab in labs)
+    assert all(lab == SegmentLabel(Label.safe) for labs in labeler.label_documents(safe_docs) for lab in labs)
     unsafe_text = [s for ss in UNSAFE_SENTENCES.values() for s in ss]
     for d in demo_documents(300, seed=6, unsafe_share=0.5):
         segments = seg.split(d["text"])
         labels = labeler.label_segments(segments)
         for s, lab in zip(segments, labels, strict=True):
-            assert (lab.label == Label.UNSAFE) == any(u in s for u in unsafe_text), s
+            assert (lab.label == Label.unsafe) == any(u in s for u in unsafe_text), s
 
 
 def test_context_phrase_across_segments_and_follow_segments():
     labeler = KeywordLabeler(KeywordLabelerConfig())
     segs = ["First he bought a pipe", " bomb kit. Then", " he went home.", " Later."]
     assert [lab.label for lab in labeler.label_segments(segs)] == [
-        Label.SAFE, Label.UNSAFE, Label.SAFE, Label.SAFE
+        Label.safe, Label.unsafe, Label.safe, Label.safe
     ]
     follow = KeywordLabeler(KeywordLabelerConfig(follow_segments=1))
     got = follow.label_segments(segs)
-    assert [lab.label for lab in got] == [Label.SAFE, Label.UNSAFE, Label.CONTROVERSIAL, Label.SAFE]
+    assert [lab.label for lab in got] == [Label.safe, Label.unsafe, Label.controversial, Label.safe]
     assert got[2].categories == ("Violent",)
     assert follow.identity == "keyword:builtin-v1:follow=1" and labeler.identity == "keyword:builtin-v1"
     # a match counts where its last character is, even when that is the only character in the segment
     assert [lab.label for lab in labeler.label_segments(["A pipe bom", "b", ". Fine"])] == [
-        Label.SAFE, Label.UNSAFE, Label.SAFE
+        Label.safe, Label.unsafe, Label.safe
     ]
 
 
@@ -133,9 +133,9 @@ def test_patterns_file(tmp_path):
     path.write_text("Medication:\n  unsafe: ['double dose|doses']\n  controversial_regex: ['000 mg']\n")
     labeler = KeywordLabeler(KeywordLabelerConfig(patterns_file=str(path)))
     assert labeler.label_segments(["Take a Double-Dose now.", "Take 500 mg.", "Safe bomb."]) == [
-        SegmentLabel(Label.UNSAFE, ("Medication",)),
-        SegmentLabel(Label.CONTROVERSIAL, ("Medication",)),
-        SegmentLabel(Label.SAFE),
+        SegmentLabel(Label.unsafe, ("Medication",)),
+        SegmentLabel(Label.controversial, ("Medication",)),
+        SegmentLabel(Label.safe),
     ]
     assert labeler.identity.startswith("keyword:file-")
 

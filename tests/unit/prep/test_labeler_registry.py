@@ -42,7 +42,7 @@ class WordLabeler(Labeler):
 
     def label_documents(self, docs: Sequence[SegmentedDocument]) -> list[list[SegmentLabel]]:
         word, cat = self.config.word, self.config.category
-        return [[SegmentLabel(Label.UNSAFE, (cat,)) if word in s.lower() else SegmentLabel(Label.SAFE)
+        return [[SegmentLabel(Label.unsafe, (cat,)) if word in s.lower() else SegmentLabel(Label.safe)
                  for s in d.segments] for d in docs]
 
 
@@ -78,7 +78,7 @@ def test_registered_labeler_runs_through_srp_label(word_labeler, corpus, tmp_pat
     assert manifest["labeler"] == "word-test:pipe"
     assert manifest["config"]["word_test"] == {"word": "pipe", "category": "Preset"}
     docs = list(iter_labelled_documents(str(out)))
-    assert sum(lab.label == Label.UNSAFE for d in docs for lab in d.labels) == want
+    assert sum(lab.label == Label.unsafe for d in docs for lab in d.labels) == want
 
 
 def test_registered_labeler_section_is_typed(word_labeler, corpus, tmp_path, capsys):
@@ -117,7 +117,7 @@ class PluginLabeler(Labeler):
         return "word-plugin"
 
     def label_documents(self, docs):
-        return [[SegmentLabel(Label.UNSAFE if self.word in s.lower() else Label.SAFE) for s in d.segments]
+        return [[SegmentLabel(Label.unsafe if self.word in s.lower() else Label.safe) for s in d.segments]
                 for d in docs]
 """
 

@@ -20,14 +20,14 @@ from srp_megatron.prep.label.labelers.openai import OpenAILabeler, OpenAILabeler
 # What each trigger means in each format, written out independently of the server's table.
 EXPECTED = {
     "qwen3guard": {
-        "[violent]": (Label.UNSAFE, "Violent"),
-        "[pii]": (Label.UNSAFE, "PII"),
-        "[controversial]": (Label.CONTROVERSIAL, "Politically Sensitive Topics"),
+        "[violent]": (Label.unsafe, "Violent"),
+        "[pii]": (Label.unsafe, "PII"),
+        "[controversial]": (Label.controversial, "Politically Sensitive Topics"),
     },
     "llamaguard3": {
-        "[violent]": (Label.UNSAFE, "Violent Crimes"),
-        "[pii]": (Label.UNSAFE, "Privacy"),
-        "[controversial]": (Label.UNSAFE, "Elections"),
+        "[violent]": (Label.unsafe, "Violent Crimes"),
+        "[pii]": (Label.unsafe, "Privacy"),
+        "[controversial]": (Label.unsafe, "Elections"),
     },
 }
 
@@ -50,7 +50,7 @@ def docs_with(triggers: list[list[str]]) -> list[SegmentedDocument]:
 
 def expected_label(fmt: str, trigger: str) -> SegmentLabel:
     if not trigger:
-        return SegmentLabel(Label.SAFE)
+        return SegmentLabel(Label.safe)
     level, category = EXPECTED[fmt][trigger]
     return SegmentLabel(level, (category,))
 
@@ -60,7 +60,7 @@ def test_all_safe_one_request_per_segment():
     with GuardServer() as server:
         labeler = make_labeler(server)
         out = labeler.label_documents(docs)
-        assert out == [[SegmentLabel(Label.SAFE)] * 3, [SegmentLabel(Label.SAFE)] * 5, []]
+        assert out == [[SegmentLabel(Label.safe)] * 3, [SegmentLabel(Label.safe)] * 5, []]
         assert len(server.requests) == 8
         stats = labeler.stats()
         labeler.close()
@@ -108,7 +108,7 @@ def test_garbage_is_retried_then_label_error_never_safe():
         labeler.close()
     assert isinstance(out[0], LabelFailure) and out[0].reason == "label_error"
     assert "segment 1" in out[0].detail and "Sure!" in out[0].detail
-    assert out[1] == [SegmentLabel(Label.SAFE)]
+    assert out[1] == [SegmentLabel(Label.safe)]
     assert server.attempts[(docs[0].segments[0], bad_segment)] == 3  # first try + 2 retries
     assert stats["retried_parse"] == 2 and stats["failed_parse"] == 1 and stats["documents_label_error"] == 1
 
@@ -137,7 +137,7 @@ def test_transient_failure_then_success(first, kind):
         out = labeler.label_documents(docs_with([["", "[violent]"]]))
         stats = labeler.stats()
         labeler.close()
-    assert out == [[SegmentLabel(Label.SAFE), SegmentLabel(Label.UNSAFE, ("Violent",))]]
+    assert out == [[SegmentLabel(Label.safe), SegmentLabel(Label.unsafe, ("Violent",))]]
     assert stats[f"retried_{kind}"] == 2
 
 
@@ -206,7 +206,7 @@ def _label_in_child(labeler, docs, queue):
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
 def test_usable_after_fork_and_pickle():
     docs = docs_with([["[pii]", ""]])
-    expected = [[expected_label("qwen3guard", "[pii]"), SegmentLabel(Label.SAFE)]]
+    expected = [[expected_label("qwen3guard", "[pii]"), SegmentLabel(Label.safe)]]
     with GuardServer() as server:
         labeler = make_labeler(server)
         assert labeler.label_documents(docs) == expected  # parent's client and loop exist now

@@ -19,7 +19,7 @@ def test_segment_level_rows_are_the_segmentation():
     got = ORACLE.presegment({"segments": SEGMENTS}, "Patient P1 has asthma. Prescribe D7.")
     assert got == Presegmented(
         ["Patient P1 has asthma. ", "Prescribe D7."],
-        [SegmentLabel(Label.SAFE), SegmentLabel(Label.UNSAFE, ("allergy",))],
+        [SegmentLabel(Label.safe), SegmentLabel(Label.unsafe, ("allergy",))],
         [None, "Do not prescribe D7."],
     )
     assert ORACLE.text_from_row({"segments": SEGMENTS}) == "Patient P1 has asthma. Prescribe D7."
@@ -29,10 +29,10 @@ def test_segment_level_rows_are_the_segmentation():
 
 def test_document_level_label_applies_to_every_segment():
     doc = SegmentedDocument("d", ["a. ", "b. ", "c."], {"label": "controversial", "categories": "Violent"})
-    assert ORACLE.label_documents([doc]) == [[SegmentLabel(Label.CONTROVERSIAL, ("Violent",))] * 3]
+    assert ORACLE.label_documents([doc]) == [[SegmentLabel(Label.controversial, ("Violent",))] * 3]
     custom = OracleLabeler(OracleLabelerConfig(label_field="verdict", categories_field="cats"))
     doc = SegmentedDocument("d", ["a"], {"verdict": "UNSAFE", "cats": ["PII"]})
-    assert custom.label_documents([doc]) == [[SegmentLabel(Label.UNSAFE, ("PII",))]]
+    assert custom.label_documents([doc]) == [[SegmentLabel(Label.unsafe, ("PII",))]]
 
 
 @pytest.mark.parametrize(

@@ -45,10 +45,10 @@ def segment(text: str) -> list[str]:
 
 def _label(seg: str, k: int) -> SegmentLabel:
     if seg.strip() in _UNSAFE:
-        return SegmentLabel(Label.UNSAFE, (_UNSAFE[seg.strip()],))
+        return SegmentLabel(Label.unsafe, (_UNSAFE[seg.strip()],))
     if k % 89 == 3:
-        return SegmentLabel(Label.CONTROVERSIAL, ("Politically Sensitive Topics",) if k % 2 else ())
-    return SegmentLabel(Label.SAFE)
+        return SegmentLabel(Label.controversial, ("Politically Sensitive Topics",) if k % 2 else ())
+    return SegmentLabel(Label.safe)
 
 
 def make_docs() -> list[LabelledDocument]:
@@ -63,7 +63,7 @@ def make_docs() -> list[LabelledDocument]:
             labels.append(_label(s, k))
             k += 1
         rewrites = [
-            None if lab.label == Label.SAFE or j % 3 == 2 else f"A calmer sentence {j}. "
+            None if lab.label == Label.safe or j % 3 == 2 else f"A calmer sentence {j}. "
             for j, lab in enumerate(labels)
         ]
         docs.append(LabelledDocument(100 + 2 * i, f"d{i}", segs, labels, rewrites))
@@ -127,7 +127,7 @@ def raw_tokenizer(path: str):
 
 def reference(doc, arm, kind, tok, eod, level="segment"):
     """(tokens, spans) of one document by the design rule (strict mapping), or None if it is dropped."""
-    flagged = [lab.label in (Label.UNSAFE, Label.CONTROVERSIAL) for lab in doc.labels]
+    flagged = [lab.label in (Label.unsafe, Label.controversial) for lab in doc.labels]
     if arm == "filter" and level == "document" and any(flagged):
         return None
     pieces = []  # (text or token id, span)
@@ -232,7 +232,7 @@ def test_filter_removes_exactly_the_unsafe_segments(docs, labels_dir, out_dir, t
     raw = [[t for t, s in zip(*doc, strict=True) if s != U] for doc in read(out_dir / "f_raw")]
     kept = [r for r in raw if len(r) > 1]  # documents with text besides the EOD
     assert [t for t, _ in read(out_dir / "f_filter")] == kept
-    flagged = Counter(lab.label.value for d in docs for lab in d.labels if lab.label != Label.SAFE)
+    flagged = Counter(lab.label.value for d in docs for lab in d.labels if lab.label != Label.safe)
     assert meta.dropped == {
         "documents_empty": len(raw) - len(kept),
         **{f"segments_{k}": v for k, v in flagged.items()},
@@ -241,7 +241,7 @@ def test_filter_removes_exactly_the_unsafe_segments(docs, labels_dir, out_dir, t
 
 def test_filter_document_level(docs, labels_dir, out_dir, tiny_tokenizer_dir):
     meta = run_render(
-        labels_dir, tiny_tokenizer_dir, out_dir / "fdoc", arm="filter", filter=FilterConfig(level=FilterLevel.DOCUMENT)
+        labels_dir, tiny_tokenizer_dir, out_dir / "fdoc", arm="filter", filter=FilterConfig(level=FilterLevel.document)
     )
     tok = raw_tokenizer(tiny_tokenizer_dir)
     eod = tok.token_to_id("<|endoftext|>")
@@ -371,11 +371,11 @@ def test_cli_flags_frozen():
 @pytest.mark.parametrize(
     ("preset", "arm", "check"),
     [
-        ("srp", "srp", lambda c: c.template.kind == TemplateKind.PAPER),
-        ("srp_special", "srp", lambda c: c.template.kind == TemplateKind.SPECIAL),
+        ("srp", "srp", lambda c: c.template.kind == TemplateKind.paper),
+        ("srp_special", "srp", lambda c: c.template.kind == TemplateKind.special),
         ("raw", "raw", lambda c: True),
-        ("filter", "filter", lambda c: c.section("filter").level == FilterLevel.SEGMENT),
-        ("filter_document", "filter", lambda c: c.section("filter").level == FilterLevel.DOCUMENT),
+        ("filter", "filter", lambda c: c.section("filter").level == FilterLevel.segment),
+        ("filter_document", "filter", lambda c: c.section("filter").level == FilterLevel.document),
         ("rewrite", "rewrite", lambda c: c.section("rewrite").source.value == "column"),
         ("rewrite_openai", "rewrite", lambda c: c.section("rewrite").source.value == "openai"),
         ("tag", "tag", lambda c: True),

@@ -20,25 +20,25 @@ from srp_megatron.prep.render.templates import (
 )
 from srp_megatron.prep.tokenizer import load_tokenizer
 
-SAFE = SegmentLabel(Label.SAFE)
-VIOLENT_PII = SegmentLabel(Label.UNSAFE, ("Violent", "PII"))
-UNSAFE_BARE = SegmentLabel(Label.UNSAFE)
-CONTRO = SegmentLabel(Label.CONTROVERSIAL, ("Politically Sensitive Topics",))
+SAFE = SegmentLabel(Label.safe)
+VIOLENT_PII = SegmentLabel(Label.unsafe, ("Violent", "PII"))
+UNSAFE_BARE = SegmentLabel(Label.unsafe)
+CONTRO = SegmentLabel(Label.controversial, ("Politically Sensitive Topics",))
 
 
 @pytest.mark.parametrize(
     ("label", "mode", "expected"),
     [
-        (SAFE, ControversialMode.STRICT, " Safe"),
-        (VIOLENT_PII, ControversialMode.STRICT, " Unsafe: Violent, PII"),
-        (UNSAFE_BARE, ControversialMode.LOOSE, " Unsafe"),
-        (CONTRO, ControversialMode.STRICT, " Unsafe: Politically Sensitive Topics"),
-        (CONTRO, ControversialMode.LOOSE, " Safe"),
-        (CONTRO, ControversialMode.KEEP, " Controversial: Politically Sensitive Topics"),
-        (SegmentLabel(Label.CONTROVERSIAL), ControversialMode.KEEP, " Controversial"),
+        (SAFE, ControversialMode.strict, " Safe"),
+        (VIOLENT_PII, ControversialMode.strict, " Unsafe: Violent, PII"),
+        (UNSAFE_BARE, ControversialMode.loose, " Unsafe"),
+        (CONTRO, ControversialMode.strict, " Unsafe: Politically Sensitive Topics"),
+        (CONTRO, ControversialMode.loose, " Safe"),
+        (CONTRO, ControversialMode.keep, " Controversial: Politically Sensitive Topics"),
+        (SegmentLabel(Label.controversial), ControversialMode.keep, " Controversial"),
         (
-            SegmentLabel(Label.UNSAFE, ("non-violent illegal acts",)),
-            ControversialMode.KEEP,
+            SegmentLabel(Label.unsafe, ("non-violent illegal acts",)),
+            ControversialMode.keep,
             " Unsafe: non-violent illegal acts",
         ),
     ],
@@ -56,10 +56,10 @@ def test_paper_pieces_match_separate_encoding(tiny_tokenizer_dir):
     tok = load_tokenizer(tiny_tokenizer_dir)
     pieces = tpl.pieces(VIOLENT_PII, space_after=True)
     expected = [
-        (tok.encode(" <think>"), SpanType.REFLECTION_MARKER),
-        (tok.encode(" Unsafe: Violent, PII"), SpanType.REFLECTION),
-        (tok.encode(" </think>"), SpanType.REFLECTION_MARKER),
-        (tok.encode(" "), SpanType.REFLECTION_MARKER),
+        (tok.encode(" <think>"), SpanType.reflection_marker),
+        (tok.encode(" Unsafe: Violent, PII"), SpanType.reflection),
+        (tok.encode(" </think>"), SpanType.reflection_marker),
+        (tok.encode(" "), SpanType.reflection_marker),
     ]
     assert [(list(ids), span) for ids, span in pieces] == expected
     assert len(tpl.pieces(SAFE, space_after=False)) == 3
@@ -78,28 +78,28 @@ def test_paper_decodes_to_the_paper_string(tiny_tokenizer_dir):
 def test_special_template_adds_two_special_tokens(tiny_tokenizer_dir):
     tok = load_tokenizer(tiny_tokenizer_dir)
     before = tok.vocab_size
-    tpl = ReflectionTemplate(TemplateConfig(kind=TemplateKind.SPECIAL), tok)
+    tpl = ReflectionTemplate(TemplateConfig(kind=TemplateKind.special), tok)
     think, end = tpl.reflection_token_ids
     assert (think, end) == (before, before + 1)
     assert tok.vocab_size == before + 2
     assert tok.token_to_id("<|srp_think|>") == think and tok.token_to_id("<|srp_/think|>") == end
     pieces = tpl.pieces(CONTRO, space_after=False)
-    assert pieces[0] == ((think,), SpanType.REFLECTION_MARKER)
-    assert pieces[2] == ((end,), SpanType.REFLECTION_MARKER)
+    assert pieces[0] == ((think,), SpanType.reflection_marker)
+    assert pieces[2] == ((end,), SpanType.reflection_marker)
     assert list(pieces[1][0]) == tok.encode(" Unsafe: Politically Sensitive Topics")
     assert (
         tok.decode([i for p, _ in pieces for i in p])
         == "<|srp_think|> Unsafe: Politically Sensitive Topics<|srp_/think|>"
     )
     # Building a second template on the extended tokenizer reuses the tokens (idempotent).
-    assert ReflectionTemplate(TemplateConfig(kind=TemplateKind.SPECIAL), tok).reflection_token_ids == [think, end]
+    assert ReflectionTemplate(TemplateConfig(kind=TemplateKind.special), tok).reflection_token_ids == [think, end]
 
 
 def test_special_rejects_an_ordinary_token_name(tiny_tokenizer_dir):
     tok = load_tokenizer(tiny_tokenizer_dir)
     ordinary = next(t for t in ("the", "Ġthe", "in", "e") if tok.token_to_id(t) is not None)
     with pytest.raises(SRPError, match="ordinary token"):
-        ReflectionTemplate(TemplateConfig(kind=TemplateKind.SPECIAL, think_token=ordinary), tok)
+        ReflectionTemplate(TemplateConfig(kind=TemplateKind.special, think_token=ordinary), tok)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ _adversarial = st.one_of(
 def special_tokenizer(tiny_tokenizer_dir, tmp_path_factory):
     """The tiny tokenizer extended by the special template, saved and loaded back as a user would."""
     tok = load_tokenizer(tiny_tokenizer_dir)
-    ids = ReflectionTemplate(TemplateConfig(kind=TemplateKind.SPECIAL), tok).reflection_token_ids
+    ids = ReflectionTemplate(TemplateConfig(kind=TemplateKind.special), tok).reflection_token_ids
     out = str(tmp_path_factory.mktemp("ext") / "tok")
     tok.save(out)
     return load_tokenizer(out), set(ids) | {tok.eod}

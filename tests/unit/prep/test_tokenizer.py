@@ -41,7 +41,7 @@ def megatron_dir(tiny_tokenizer_dir, tmp_path_factory):
 def test_huggingface_matches_the_raw_tokenizer(tiny_tokenizer_dir):
     tok = load_tokenizer(tiny_tokenizer_dir)
     raw = _raw(tiny_tokenizer_dir)
-    assert tok.kind == TokenizerKind.HUGGINGFACE
+    assert tok.kind == TokenizerKind.huggingface
     assert tok.eod == raw.token_to_id("<|endoftext|>")
     assert tok.vocab_size == raw.get_vocab_size(with_added_tokens=True)
     expected = [raw.encode(t, add_special_tokens=False).ids for t in TEXTS]
@@ -54,11 +54,11 @@ def test_huggingface_matches_the_raw_tokenizer(tiny_tokenizer_dir):
 def test_megatron_kind_matches_huggingface(tiny_tokenizer_dir, megatron_dir):
     hf = load_tokenizer(tiny_tokenizer_dir)
     meg = load_tokenizer(megatron_dir)
-    assert meg.kind == TokenizerKind.MEGATRON
+    assert meg.kind == TokenizerKind.megatron
     assert meg.encode_batch(TEXTS) == hf.encode_batch(TEXTS)
     assert (meg.eod, meg.vocab_size) == (hf.eod, hf.vocab_size)
     assert meg.identity["sha256"] == hf.identity["sha256"]
-    assert load_tokenizer(megatron_dir, kind="huggingface").kind == TokenizerKind.HUGGINGFACE
+    assert load_tokenizer(megatron_dir, kind="huggingface").kind == TokenizerKind.huggingface
     ids = meg.add_special_tokens(["<|srp_think|>"])
     assert ids == [hf.vocab_size] and meg.encode("<|srp_think|>") == hf.encode("<|srp_think|>")
 

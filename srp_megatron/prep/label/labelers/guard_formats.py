@@ -97,7 +97,7 @@ def moderation_messages(context: str, segment: str, empty_context: str = DEFAULT
     ]
 
 
-_QWEN_SAFETY = {"Safe": Label.SAFE, "Controversial": Label.CONTROVERSIAL, "Unsafe": Label.UNSAFE}
+_QWEN_SAFETY = {"Safe": Label.safe, "Controversial": Label.controversial, "Unsafe": Label.unsafe}
 _QWEN_LINE = re.compile(r"^(Safety|Categories|Refusal):[ \t]*(.*?)[ \t]*$")
 
 
@@ -123,7 +123,7 @@ def parse_qwen3guard(answer: str) -> SegmentLabel:
     unknown = [n for n in names if n not in QWEN3GUARD_CATEGORIES]
     if unknown or len(set(names)) != len(names):
         raise GuardParseError(f"bad Qwen3Guard categories {fields['Categories']!r} in {answer!r}")
-    if label == Label.SAFE and names:
+    if label == Label.safe and names:
         raise GuardParseError(f"Qwen3Guard answer is Safe but names categories: {answer!r}")
     return SegmentLabel(label, tuple(names))
 
@@ -132,14 +132,14 @@ def parse_llamaguard3(answer: str) -> SegmentLabel:
     """Parse a Llama Guard 3 answer: ``safe``, or ``unsafe`` and a line of hazard codes."""
     lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
     if lines == ["safe"]:
-        return SegmentLabel(Label.SAFE)
+        return SegmentLabel(Label.safe)
     if len(lines) != 2 or lines[0] != "unsafe":
         raise GuardParseError(f"Llama Guard 3 answer must be 'safe' or 'unsafe' + codes, got {answer!r}")
     codes = [c.strip() for c in lines[1].split(",")]
     unknown = [c for c in codes if c not in LLAMAGUARD3_CATEGORIES]
     if unknown or len(set(codes)) != len(codes):
         raise GuardParseError(f"bad Llama Guard 3 hazard codes {lines[1]!r} in {answer!r}")
-    return SegmentLabel(Label.UNSAFE, tuple(LLAMAGUARD3_CATEGORIES[c] for c in codes))
+    return SegmentLabel(Label.unsafe, tuple(LLAMAGUARD3_CATEGORIES[c] for c in codes))
 
 
 @dataclass(frozen=True)

@@ -19,20 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from srp_megatron.config.device import Device
 from srp_megatron.errors import SRPError
 from srp_megatron.formats.labels import Label, SegmentLabel
 from srp_megatron.prep.label.labelers.base import LABELERS, Labeler, LabelFailure, SegmentedDocument
 from srp_megatron.prep.label.labelers.guard_formats import document_contexts
 
 logger = logging.getLogger(__name__)
-
-
-class Device(enum.StrEnum):
-    """Where the classifier runs."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 class Precision(enum.StrEnum):
@@ -166,12 +159,12 @@ class HFClassifierLabeler(Labeler):
         for i in range(len(id2label)):
             name = id2label[i]
             if name.lower() in safe:
-                verdicts.append(SegmentLabel(Label.SAFE))
+                verdicts.append(SegmentLabel(Label.safe))
             elif name.lower() in controversial:
-                verdicts.append(SegmentLabel(Label.CONTROVERSIAL))
+                verdicts.append(SegmentLabel(Label.controversial))
             else:
-                verdicts.append(SegmentLabel(Label.UNSAFE, () if name.lower() in unsafe else (name,)))
-        self._safe_ids = [i for i, v in enumerate(verdicts) if v.label == Label.SAFE]
+                verdicts.append(SegmentLabel(Label.unsafe, () if name.lower() in unsafe else (name,)))
+        self._safe_ids = [i for i, v in enumerate(verdicts) if v.label == Label.safe]
         if not self._safe_ids or len(self._safe_ids) == len(verdicts):
             raise SRPError(
                 f"labeler hf-classifier: model labels {list(id2label.values())} vs safe_labels {cfg.safe_labels}: "

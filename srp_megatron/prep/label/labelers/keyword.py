@@ -122,7 +122,7 @@ BUILTIN_KEYWORDS: dict[str, dict[str, list[str]]] = {
     },
 }
 
-_SEVERITIES = {"unsafe": Label.UNSAFE, "controversial": Label.CONTROVERSIAL}
+_SEVERITIES = {"unsafe": Label.unsafe, "controversial": Label.controversial}
 _WORD_ALT = re.compile(r"[a-z0-9]+")
 
 
@@ -264,7 +264,7 @@ class KeywordLabeler(Labeler):
         data = "".join(segments).encode("utf-8")
         norm = data.translate(_NORM)
         found = self._rules.find(data, norm)
-        safe = SegmentLabel(Label.SAFE)
+        safe = SegmentLabel(Label.safe)
         if not found:
             return [safe] * len(segments)
         ends, total = [], 0
@@ -280,13 +280,13 @@ class KeywordLabeler(Labeler):
     def _verdict(self, rules: set[int]) -> SegmentLabel:
         severities = {self._rules.rules[r][0] for r in rules}
         cats = sorted({self._rules.rules[r][1] for r in rules}, key=_category_order)
-        return SegmentLabel(Label.UNSAFE if Label.UNSAFE in severities else Label.CONTROVERSIAL, tuple(cats))
+        return SegmentLabel(Label.unsafe if Label.unsafe in severities else Label.controversial, tuple(cats))
 
     def _follow(self, labels: list[SegmentLabel]) -> list[SegmentLabel]:
         out = list(labels)
         for i, lab in enumerate(labels):
-            if lab.label == Label.UNSAFE:
+            if lab.label == Label.unsafe:
                 for j in range(i + 1, min(i + 1 + self.config.follow_segments, len(labels))):
-                    if out[j].label == Label.SAFE:
-                        out[j] = SegmentLabel(Label.CONTROVERSIAL, lab.categories)
+                    if out[j].label == Label.safe:
+                        out[j] = SegmentLabel(Label.controversial, lab.categories)
         return out
