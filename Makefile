@@ -24,7 +24,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
-# On a GPU machine (see docs/gpu-review.md): tests/gpu and SmolLM2-1.7B throughput beside Megatron-LM's figure.
+# On a GPU machine (see docs/hardware.md): tests/gpu and SmolLM2-1.7B throughput beside Megatron-LM's figure.
 gpu-checks:
 	bash tests/gpu/run_gpu_checks.sh
 
