@@ -1,13 +1,5 @@
-"""The demo (``srp demo``): everything below runs on CPU in a few minutes, on a corpus generated on the fly:
-
-  1. a FineWeb-Edu-like JSONL corpus (with a few deliberately bad records, counted not lost);
-  2. a small byte-level BPE tokenizer trained on it (the machines cannot download real ones);
-  3. srp label with the keyword labeler;
-  4. srp render of every arm: srp (paper and special templates), raw, filter, tag;
-  5. srp pretrain of a tiny GPTModel on the SRP arm, with the loss per span type.
-
-Outputs land in --out; the summary is printed and saved as summary.json.
-"""
+"""The demo behind ``srp demo`` (its steps: ``srp demo --help``): the real label, render and pretrain stages
+called in-process on a generated corpus, and the summary table they produce."""
 
 from __future__ import annotations
 
